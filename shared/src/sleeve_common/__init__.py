@@ -1,0 +1,1 @@
+"""sleeve_common."""

@@ -1,0 +1,136 @@
+"""Sleeve configuration: environment variables with the prefix ``SLEEVE_``.
+
+Settings are built once in an entry point (``load_settings()``) and passed down,
+never imported as a module-level object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sleeve_common.exceptions import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "change_me", "secret", "password", "apikey", "api-key"}
+_MIN_API_KEY_LENGTH = 16
+
+PositiveRate = Annotated[float, Field(gt=0, le=1000)]
+
+
+class Settings(BaseSettings):
+    """Every knob of the three services; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="SLEEVE_", extra="ignore", frozen=True)
+
+    # Where state lives.
+    database_url: str = "sqlite+aiosqlite:///./var/sleeve.db"
+    store_url: str = "file://./var/store"
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLEEVE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLEEVE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    data_dir: Path = Path("./var")
+
+    # Security: guards every write/admin endpoint. Unset = those endpoints refuse.
+    api_key: SecretStr | None = None
+
+    # Logging.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Job queue.
+    job_lease_seconds: float = Field(default=60.0, gt=1, le=3600)
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    worker_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    # Trainer.
+    base_weights: str = "imagenet"
+    train_batch_size: int = Field(default=32, ge=1, le=1024)
+
+    # Inference API.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    model_version: str | None = None
+    top_k: int = Field(default=5, ge=1, le=100)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_images_per_request: int = Field(default=32, ge=1, le=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    ort_providers: str | None = None
+
+    # Scraper sources: base URLs (a mirror or a local fake) and polite rates (requests/s).
+    itunes_base_url: str = "https://itunes.apple.com"
+    deezer_base_url: str = "https://api.deezer.com"
+    musicbrainz_base_url: str = "https://musicbrainz.org/ws/2"
+    coverartarchive_base_url: str = "https://coverartarchive.org"
+    spotify_api_base_url: str = "https://api.spotify.com/v1"
+    spotify_auth_url: str = "https://accounts.spotify.com/api/token"
+    spotify_client_id: str | None = None
+    spotify_client_secret: SecretStr | None = None
+    itunes_rate: PositiveRate = 0.3
+    deezer_rate: PositiveRate = 5.0
+    musicbrainz_rate: PositiveRate = 1.0
+    coverartarchive_rate: PositiveRate = 5.0
+    spotify_rate: PositiveRate = 5.0
+    download_rate: PositiveRate = 10.0
+    user_agent: str = "Sleeve/0.1 (+https://github.com/sleeve-covers/sleeve)"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept plain URLs and pick the async driver this project uses."""
+        for plain, async_ in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if value.startswith(plain):
+                return async_ + value[len(plain) :]
+        if value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            return value
+        raise ValueError("must be a sqlite:// or postgresql:// URL")
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if not value.startswith(("file://", "s3://")):
+            raise ValueError("must be a file:// or s3://bucket/prefix URL")
+        if value.startswith("s3://") and not value[len("s3://") :].split("/")[0]:
+            raise ValueError("s3:// URL needs a bucket name")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder value; set a real secret")
+        if len(secret) < _MIN_API_KEY_LENGTH:
+            raise ValueError(f"must be at least {_MIN_API_KEY_LENGTH} characters")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, or raise ConfigError naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = field if field.isupper() else f"SLEEVE_{field.upper()}"
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{variable}: {message}") from None
