@@ -5,6 +5,7 @@ SleeveError
  ├── DatabaseUnavailable  the database cannot be reached
  ├── NotFound             a row that was asked for does not exist
  ├── Conflict             a name or key is already taken
+ ├── NotImplementedYet    a command or option a later release fills in
  ├── JobError
  │    └── LeaseLost       another worker owns the job now
  └── StoreError
@@ -23,6 +24,7 @@ __all__ = [
     "JobError",
     "LeaseLost",
     "NotFound",
+    "NotImplementedYet",
     "ObjectNotFound",
     "SleeveError",
     "StoreError",
@@ -48,6 +50,10 @@ class NotFound(SleeveError):
 
 class Conflict(SleeveError):
     """A name or key is already taken."""
+
+
+class NotImplementedYet(SleeveError):
+    """A command or option that a later release will fill in."""
 
 
 class JobError(SleeveError):

@@ -13,7 +13,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sleeve_common.exceptions import SleeveError
 
-__all__ = ["MODEL_INPUT_SIZE", "InvalidImage", "decode_image", "perceptual_hash", "to_model_input"]
+__all__ = [
+    "MODEL_INPUT_SIZE",
+    "InvalidImage",
+    "decode_image",
+    "open_image",
+    "perceptual_hash",
+    "to_model_input",
+]
 
 MODEL_INPUT_SIZE = 224
 _HASH_SIZE = 8
@@ -25,6 +32,11 @@ class InvalidImage(SleeveError):
 
 def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
     """Decode and fully load an image as RGB, refusing empty, corrupt or oversized input."""
+    return open_image(data, max_pixels=max_pixels).convert("RGB")
+
+
+def open_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode and fully load an image in its own mode (``.format`` tells the file type)."""
     if not data:
         raise InvalidImage("empty file")
     try:
@@ -43,7 +55,7 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
         raise InvalidImage(f"corrupt image: {exc}") from None
     if width < 8 or height < 8:
         raise InvalidImage(f"image too small: {width}x{height} pixels")
-    return image.convert("RGB")
+    return image
 
 
 def perceptual_hash(image: Image.Image) -> str:

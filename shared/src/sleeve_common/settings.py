@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     coverartarchive_rate: PositiveRate = 5.0
     spotify_rate: PositiveRate = 5.0
     download_rate: PositiveRate = 10.0
+    max_cover_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     user_agent: str = "Sleeve/0.1 (+https://github.com/sleeve-covers/sleeve)"
 
     @field_validator("database_url")

@@ -1,0 +1,185 @@
+"""The ``sleeve`` command line: one entry point, subcommands contributed by each service.
+
+Each installed service package registers its subcommands through the entry-point group
+``sleeve.commands`` and its job handlers through ``sleeve.job_handlers``, so a container
+that installs only the inference service has only the inference commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import entry_points
+
+from sleeve_common.db import upgrade_database
+from sleeve_common.exceptions import ConfigError, NotFound, NotImplementedYet, SleeveError
+from sleeve_common.jobs import JobQueue
+from sleeve_common.logs import configure_logging
+from sleeve_common.registry import list_model_versions, promote
+from sleeve_common.runtime import Runtime, open_runtime
+from sleeve_common.settings import Settings, load_settings
+from sleeve_common.worker import Handler, run_worker, worker_name
+
+__all__ = ["Command", "main"]
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+HandlerFactory = Callable[[Runtime], Handler]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, load settings, run the command; errors become one clear line and an exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command_fn"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return asyncio.run(args.command_fn(args, settings))
+    except ConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except NotImplementedYet as exc:
+        _say(f"not implemented yet: {exc}")
+        return EXIT_USAGE
+    except NotFound as exc:
+        _say(str(exc))
+        return EXIT_ERROR
+    except SleeveError as exc:
+        _say(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"sleeve: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleeve", description="Album genre from cover art.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
+    db.add_parser("upgrade", help="apply migrations").set_defaults(command_fn=_db_upgrade)
+
+    commands.add_parser("check", help="check that the database and store are reachable").set_defaults(
+        command_fn=_check
+    )
+
+    models = commands.add_parser("models", help="model registry").add_subparsers(metavar="ACTION")
+    models.add_parser("list", help="list model versions").set_defaults(command_fn=_models_list)
+    promote_parser = models.add_parser("promote", help="make a version the production model")
+    promote_parser.add_argument("version", help="e.g. v3")
+    promote_parser.set_defaults(command_fn=_models_promote)
+
+    worker = commands.add_parser("worker", help="run queued jobs of the given kinds")
+    worker.add_argument("kinds", nargs="+", choices=sorted(_job_handler_factories()) or None)
+    worker.set_defaults(command_fn=_worker)
+
+    run = commands.add_parser("run", help="start the whole stack (API + workers) on this machine")
+    run.set_defaults(command_fn=_run_stack)
+
+    for entry in sorted(entry_points(group="sleeve.commands"), key=lambda e: e.name):
+        entry.load()(commands)
+    return parser
+
+
+def _job_handler_factories() -> dict[str, HandlerFactory]:
+    return {entry.name: entry.load() for entry in entry_points(group="sleeve.job_handlers")}
+
+
+async def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    print("database is at the latest schema")  # noqa: T201
+    return 0
+
+
+async def _check(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as runtime:
+        print(f"database: ok ({runtime.db.safe_url})")  # noqa: T201
+        print(f"store:    ok ({runtime.store.describe()})")  # noqa: T201
+    return 0
+
+
+async def _models_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as runtime:
+        versions = await list_model_versions(db=runtime.db)
+    if not versions:
+        print("no model versions yet: run `sleeve train --dataset NAME`")  # noqa: T201
+        return 0
+    print(f"{'version':<10}{'stage':<12}{'accuracy':>9}{'macro F1':>10}  created")  # noqa: T201
+    for v in versions:
+        acc, f1 = v.metrics.get("accuracy"), v.metrics.get("macro_f1")
+        print(  # noqa: T201
+            f"{v.version:<10}{v.stage:<12}{_num(acc):>9}{_num(f1):>10}  "
+            f"{v.created_at:%Y-%m-%d %H:%M}"
+        )
+    return 0
+
+
+def _num(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+async def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_runtime(settings) as runtime:
+        version = await promote(db=runtime.db, version=args.version)
+    print(f"{version.version} is now the production model")  # noqa: T201
+    return 0
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    factories = _job_handler_factories()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings) as runtime:
+        handlers = {kind: factories[kind](runtime) for kind in args.kinds}
+        queue = JobQueue(runtime.db, lease_seconds=settings.job_lease_seconds)
+        owner = worker_name("+".join(args.kinds))
+        logger.info("worker %s waiting for %s jobs", owner, ", ".join(args.kinds))
+        await run_worker(queue, handlers, owner=owner, poll_seconds=settings.worker_poll_seconds, stop=stop)
+    return 0
+
+
+async def _run_stack(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate, then run the API and one worker per job kind as child processes."""
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    children = [["serve"]] + [["worker", kind] for kind in sorted(_job_handler_factories())]
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "sleeve_common", *argv, env=os.environ.copy())
+        for argv in children
+    ]
+    _say(f"started {', '.join(' '.join(c) for c in children)}")
+    _say(f"API and Swagger UI: http://{settings.host}:{settings.port}/docs  (Ctrl-C stops)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.create_task(p.wait()) for p in procs]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    codes = await asyncio.gather(*waits)
+    stopper.cancel()
+    failed = [" ".join(c) for c, code in zip(children, codes, strict=True) if code not in (0, -15)]
+    if failed and not stop.is_set():
+        _say(f"stopped because {', '.join(failed)} exited")
+        return EXIT_ERROR
+    return 0

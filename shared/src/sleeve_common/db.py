@@ -1,0 +1,102 @@
+"""Database engine, sessions, reachability check and migrations.
+
+One ``Database`` per process, made by an entry point from ``Settings`` and closed by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from sleeve_common.exceptions import DatabaseUnavailable
+
+__all__ = ["Database", "upgrade_database"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_CONNECT_TIMEOUT_S = 5
+
+
+class Database:
+    """An async engine and its session factory."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Writers wait for each other instead of failing with "database is locked".
+            connect_args["timeout"] = 30
+        else:
+            connect_args["timeout"] = _CONNECT_TIMEOUT_S
+        self.engine: AsyncEngine = create_async_engine(
+            url, connect_args=connect_args, pool_pre_ping=True
+        )
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a round trip to the database works."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {self.safe_url}: {_first_line(exc)}"
+            ) from None
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision`` (synchronous: call from a thread)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["database_url"] = url
+    try:
+        command.upgrade(config, revision)
+    except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot migrate the database at {make_url(url).render_as_string(hide_password=True)}: "
+            f"{_first_line(exc)}"
+        ) from None

@@ -1,0 +1,118 @@
+"""The model registry: versions, stages and the model to serve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from sleeve_common.db import Database
+from sleeve_common.exceptions import NotFound
+from sleeve_common.models import ModelVersion, utcnow
+
+__all__ = [
+    "STAGES",
+    "get_model_version",
+    "list_model_versions",
+    "promote",
+    "register_model_version",
+    "resolve_serving_version",
+]
+
+STAGES = ("candidate", "production", "archived")
+
+
+async def register_model_version(
+    *,
+    db: Database,
+    training_run_id: int | None,
+    labels: list[str],
+    input_spec: dict[str, Any],
+    metrics: dict[str, Any],
+    onnx_key: str,
+    onnx_sha256: str,
+    onnx_bytes: int,
+    report_keys: dict[str, str],
+) -> ModelVersion:
+    """Add a candidate version named ``v<N>``; the first version ever is promoted to production."""
+    async with db.session() as session:
+        count = (await session.execute(select(func.count(ModelVersion.id)))).scalar_one()
+        has_production = (
+            await session.execute(
+                select(func.count(ModelVersion.id)).where(ModelVersion.stage == "production")
+            )
+        ).scalar_one()
+        now = utcnow()
+        version = ModelVersion(
+            version=f"v{count + 1}",
+            training_run_id=training_run_id,
+            stage="candidate" if has_production else "production",
+            promoted_at=None if has_production else now,
+            labels=labels,
+            input_spec=input_spec,
+            metrics=metrics,
+            onnx_key=onnx_key,
+            onnx_sha256=onnx_sha256,
+            onnx_bytes=onnx_bytes,
+            report_keys=report_keys,
+            created_at=now,
+        )
+        session.add(version)
+        await session.flush()
+        return version
+
+
+async def list_model_versions(*, db: Database) -> list[ModelVersion]:
+    async with db.session() as session:
+        rows = await session.execute(select(ModelVersion).order_by(ModelVersion.id.desc()))
+        return list(rows.scalars())
+
+
+async def get_model_version(*, db: Database, version: str) -> ModelVersion:
+    async with db.session() as session:
+        row = await session.execute(select(ModelVersion).where(ModelVersion.version == version))
+        found = row.scalar_one_or_none()
+        if found is None:
+            raise NotFound(f"model version {version!r} does not exist")
+        return found
+
+
+async def promote(*, db: Database, version: str) -> ModelVersion:
+    """Make ``version`` the production model; the previous one is archived."""
+    async with db.session() as session:
+        target = (
+            await session.execute(select(ModelVersion).where(ModelVersion.version == version))
+        ).scalar_one_or_none()
+        if target is None:
+            raise NotFound(f"model version {version!r} does not exist")
+        await session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.stage == "production", ModelVersion.id != target.id)
+            .values(stage="archived")
+        )
+        target.stage = "production"
+        target.promoted_at = utcnow()
+        return target
+
+
+async def resolve_serving_version(*, db: Database, version: str | None) -> ModelVersion:
+    """The pinned version if given, else the production one, else the newest."""
+    if version is not None:
+        return await get_model_version(db=db, version=version)
+    async with db.session() as session:
+        production = (
+            await session.execute(
+                select(ModelVersion)
+                .where(ModelVersion.stage == "production")
+                .order_by(ModelVersion.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if production is not None:
+            return production
+        newest = (
+            await session.execute(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(1))
+        ).scalar_one_or_none()
+    if newest is None:
+        raise NotFound("no model is registered yet: run `sleeve train --dataset NAME` first")
+    return newest

@@ -1,0 +1,112 @@
+"""The worker loop: claim a job, run its handler, keep the lease alive, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sleeve_common.exceptions import LeaseLost
+from sleeve_common.jobs import ClaimedJob, JobQueue
+
+__all__ = ["Handler", "JobContext", "run_worker", "worker_name"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler gets: the job and a way to report progress."""
+
+    job: ClaimedJob
+    queue: JobQueue
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    async def progress(self, fraction: float, message: str) -> None:
+        await self.queue.report_progress(self.job, fraction=fraction, message=message)
+
+
+Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+
+
+def worker_name(role: str) -> str:
+    """A name unique to this process, so leases of two workers never look alike."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def run_worker(
+    queue: JobQueue,
+    handlers: Mapping[str, Handler],
+    *,
+    owner: str,
+    poll_seconds: float,
+    stop: asyncio.Event,
+    max_jobs: int | None = None,
+) -> int:
+    """Run jobs of the handled kinds until ``stop`` is set (or ``max_jobs`` ran); returns the count."""
+    done = 0
+    while not stop.is_set() and (max_jobs is None or done < max_jobs):
+        job = await queue.claim(kinds=list(handlers), owner=owner)
+        if job is None:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
+            except TimeoutError:
+                pass
+            continue
+        await _run_one(queue, handlers[job.kind], job)
+        done += 1
+    return done
+
+
+async def _run_one(queue: JobQueue, handler: Handler, job: ClaimedJob) -> None:
+    logger.info("job %s (%s) claimed, attempt %s", job.id, job.kind, job.attempt)
+    work = asyncio.create_task(handler(JobContext(job=job, queue=queue)))
+    keeper = asyncio.create_task(_keep_lease(queue, job, work))
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        if keeper.done() and not keeper.cancelled() and isinstance(keeper.exception(), LeaseLost):
+            logger.warning("job %s: lease lost, abandoned to another worker", job.id)
+            return
+        raise
+    except LeaseLost:
+        logger.warning("job %s: lease lost, abandoned to another worker", job.id)
+        return
+    except Exception as exc:
+        logger.exception("job %s (%s) failed", job.id, job.kind)
+        await _finish(queue.fail(job, f"{type(exc).__name__}: {exc}"), job)
+        return
+    finally:
+        keeper.cancel()
+    await _finish(queue.succeed(job, result), job)
+    logger.info("job %s (%s) succeeded", job.id, job.kind)
+
+
+async def _finish(outcome: Awaitable[None], job: ClaimedJob) -> None:
+    try:
+        await outcome
+    except LeaseLost:
+        logger.warning("job %s finished after its lease expired; another worker owns it", job.id)
+
+
+async def _keep_lease(queue: JobQueue, job: ClaimedJob, work: asyncio.Task[Any]) -> None:
+    """Renew the lease at a third of its length; cancel the work if the lease is lost."""
+    interval = queue.lease_seconds / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await queue.renew(job)
+        except LeaseLost:
+            work.cancel()
+            raise
+        except Exception:
+            # The database may be back before the lease runs out; the next renewal will tell.
+            logger.exception("job %s: could not renew its lease", job.id)
