@@ -1,0 +1,56 @@
+"""``sleeve scrape``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sleeve_common.progress import TerminalProgress, ThrottledProgress
+from sleeve_common.runtime import open_runtime
+from sleeve_common.settings import Settings
+from sleeve_scraper.scrape import SOURCES, ScrapeRequest, run_scrape
+
+__all__ = ["positive_int", "register"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def genre_list(text: str) -> tuple[str, ...]:
+    genres = tuple(g.strip() for g in text.split(",") if g.strip())
+    if not genres:
+        raise argparse.ArgumentTypeError("give at least one genre, e.g. rock,pop")
+    return genres
+
+
+def register(commands: Any) -> None:
+    """Add the scraper's subcommands to the ``sleeve`` parser."""
+    scrape = commands.add_parser("scrape", help="collect covers and genre labels from a source")
+    scrape.add_argument("--source", required=True, choices=SOURCES)
+    scrape.add_argument("--path", help="folder (DIR/<genre>/<file>) or label file to read")
+    scrape.add_argument("--genres", type=genre_list, help="comma-separated genres to keep")
+    scrape.add_argument("--per-genre", type=positive_int, help="at most N covers per genre")
+    scrape.add_argument("--resume", type=positive_int, metavar="RUN", help="continue scrape run RUN")
+    scrape.set_defaults(command_fn=_scrape)
+
+
+async def _scrape(args: argparse.Namespace, settings: Settings) -> int:
+    request = ScrapeRequest(
+        source=args.source,
+        path=args.path,
+        genres=args.genres,
+        per_genre=args.per_genre,
+        resume=args.resume,
+    )
+    progress = ThrottledProgress(TerminalProgress("scrape"), interval_s=0.5)
+    async with open_runtime(settings) as runtime:
+        run_id, counters = await run_scrape(runtime, request, on_progress=progress)
+    print(f"scrape run {run_id}: {counters.summary()}")  # noqa: T201
+    return 0
