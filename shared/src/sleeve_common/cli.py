@@ -16,6 +16,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
 
+from pydantic import ValidationError
+
 from sleeve_common.db import upgrade_database
 from sleeve_common.exceptions import ConfigError, NotFound, NotImplementedYet, SleeveError
 from sleeve_common.jobs import JobQueue
@@ -59,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SleeveError as exc:
         _say(f"error: {exc}")
         return EXIT_ERROR
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "request"
+        _say(f"invalid {where}: {error['msg']}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
@@ -75,9 +82,9 @@ def _build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance").add_subparsers(metavar="ACTION")
     db.add_parser("upgrade", help="apply migrations").set_defaults(command_fn=_db_upgrade)
 
-    commands.add_parser("check", help="check that the database and store are reachable").set_defaults(
-        command_fn=_check
-    )
+    commands.add_parser(
+        "check", help="check that the database and store are reachable"
+    ).set_defaults(command_fn=_check)
 
     models = commands.add_parser("models", help="model registry").add_subparsers(metavar="ACTION")
     models.add_parser("list", help="list model versions").set_defaults(command_fn=_models_list)
@@ -101,20 +108,20 @@ def _job_handler_factories() -> dict[str, HandlerFactory]:
     return {entry.name: entry.load() for entry in entry_points(group="sleeve.job_handlers")}
 
 
-async def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+async def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
     await asyncio.to_thread(upgrade_database, settings.database_url)
     print("database is at the latest schema")  # noqa: T201
     return 0
 
 
-async def _check(args: argparse.Namespace, settings: Settings) -> int:
+async def _check(_args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         print(f"database: ok ({runtime.db.safe_url})")  # noqa: T201
         print(f"store:    ok ({runtime.store.describe()})")  # noqa: T201
     return 0
 
 
-async def _models_list(args: argparse.Namespace, settings: Settings) -> int:
+async def _models_list(_args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         versions = await list_model_versions(db=runtime.db)
     if not versions:
@@ -152,16 +159,20 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         queue = JobQueue(runtime.db, lease_seconds=settings.job_lease_seconds)
         owner = worker_name("+".join(args.kinds))
         logger.info("worker %s waiting for %s jobs", owner, ", ".join(args.kinds))
-        await run_worker(queue, handlers, owner=owner, poll_seconds=settings.worker_poll_seconds, stop=stop)
+        await run_worker(
+            queue, handlers, owner=owner, poll_seconds=settings.worker_poll_seconds, stop=stop
+        )
     return 0
 
 
-async def _run_stack(args: argparse.Namespace, settings: Settings) -> int:
+async def _run_stack(_args: argparse.Namespace, settings: Settings) -> int:
     """Migrate, then run the API and one worker per job kind as child processes."""
     await asyncio.to_thread(upgrade_database, settings.database_url)
     children = [["serve"]] + [["worker", kind] for kind in sorted(_job_handler_factories())]
     procs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "sleeve_common", *argv, env=os.environ.copy())
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sleeve_common", *argv, env=os.environ.copy()
+        )
         for argv in children
     ]
     _say(f"started {', '.join(' '.join(c) for c in children)}")

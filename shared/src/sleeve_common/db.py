@@ -13,7 +13,12 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from sleeve_common.exceptions import DatabaseUnavailable
 
@@ -31,8 +36,7 @@ class Database:
         parsed = make_url(url)
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _make_sqlite_folder(url)
             # Writers wait for each other instead of failing with "database is locked".
             connect_args["timeout"] = 30
         else:
@@ -64,12 +68,49 @@ class Database:
                 f"cannot reach the database at {self.safe_url}: {_first_line(exc)}"
             ) from None
 
+    async def check_schema(self) -> None:
+        """Raise DatabaseUnavailable unless the schema is at the latest migration."""
+        head = _head_revision()
+        try:
+            async with self.engine.connect() as connection:
+                current = (
+                    await connection.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar_one_or_none()
+        except (OperationalError, DBAPIError):
+            current = None
+        if current != head:
+            raise DatabaseUnavailable(
+                f"the database at {self.safe_url} is at schema {current or 'none'}, not {head}: "
+                "run `sleeve db upgrade`"
+            )
+
     @property
     def safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+
+def _make_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["database_url"] = url
+    return config
+
+
+def _head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -88,13 +129,11 @@ def _first_line(exc: BaseException) -> str:
 def upgrade_database(url: str, revision: str = "head") -> None:
     """Apply Alembic migrations up to ``revision`` (synchronous: call from a thread)."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    config.attributes["database_url"] = url
+    if make_url(url).get_backend_name() == "sqlite":
+        _make_sqlite_folder(url)
     try:
-        command.upgrade(config, revision)
+        command.upgrade(_alembic_config(url), revision)
     except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
         raise DatabaseUnavailable(
             f"cannot migrate the database at {make_url(url).render_as_string(hide_password=True)}: "

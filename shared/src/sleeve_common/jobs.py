@@ -58,7 +58,9 @@ class JobQueue:
 
     async def enqueue(self, *, kind: str, payload: dict[str, Any], max_attempts: int = 3) -> int:
         async with self._db.session() as session:
-            job = Job(kind=kind, payload=payload, max_attempts=max_attempts, created_at=self._clock())
+            job = Job(
+                kind=kind, payload=payload, max_attempts=max_attempts, created_at=self._clock()
+            )
             session.add(job)
             await session.flush()
             return job.id
@@ -112,7 +114,9 @@ class JobQueue:
             ).first()
         if row is None:
             return None
-        return ClaimedJob(id=row.id, kind=row.kind, payload=row.payload, owner=owner, attempt=row.attempts)
+        return ClaimedJob(
+            id=row.id, kind=row.kind, payload=row.payload, owner=owner, attempt=row.attempts
+        )
 
     async def renew(self, job: ClaimedJob) -> None:
         """Extend the lease; raise LeaseLost if another worker may own the job now."""

@@ -26,6 +26,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     db = Database(settings.database_url)
     try:
         await db.ping()
+        await db.check_schema()
         store = open_store(settings)
         await store.ping()
         yield Runtime(settings=settings, db=db, store=store)

@@ -16,7 +16,15 @@ from sleeve_common.exceptions import ConfigError
 
 __all__ = ["Settings", "load_settings"]
 
-_PLACEHOLDER_SECRETS = {"changeme", "change-me", "change_me", "secret", "password", "apikey", "api-key"}
+_PLACEHOLDER_SECRETS = {
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "password",
+    "apikey",
+    "api-key",
+}
 _MIN_API_KEY_LENGTH = 16
 
 PositiveRate = Annotated[float, Field(gt=0, le=1000)]

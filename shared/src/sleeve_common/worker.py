@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -51,15 +52,13 @@ async def run_worker(
     stop: asyncio.Event,
     max_jobs: int | None = None,
 ) -> int:
-    """Run jobs of the handled kinds until ``stop`` is set (or ``max_jobs`` ran); returns the count."""
+    """Run jobs of the handled kinds until ``stop`` is set or ``max_jobs`` ran; return the count."""
     done = 0
     while not stop.is_set() and (max_jobs is None or done < max_jobs):
         job = await queue.claim(kinds=list(handlers), owner=owner)
         if job is None:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
             continue
         await _run_one(queue, handlers[job.kind], job)
         done += 1

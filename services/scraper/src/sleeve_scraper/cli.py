@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sleeve_common.payloads import SOURCES, ScrapeRequest
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
-from sleeve_scraper.scrape import SOURCES, ScrapeRequest, run_scrape
+
+from sleeve_scraper.scrape import run_scrape
 
 __all__ = ["positive_int", "register"]
 
@@ -37,7 +39,9 @@ def register(commands: Any) -> None:
     scrape.add_argument("--path", help="folder (DIR/<genre>/<file>) or label file to read")
     scrape.add_argument("--genres", type=genre_list, help="comma-separated genres to keep")
     scrape.add_argument("--per-genre", type=positive_int, help="at most N covers per genre")
-    scrape.add_argument("--resume", type=positive_int, metavar="RUN", help="continue scrape run RUN")
+    scrape.add_argument(
+        "--resume", type=positive_int, metavar="RUN", help="continue scrape run RUN"
+    )
     scrape.set_defaults(command_fn=_scrape)
 
 

@@ -12,14 +12,13 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 from sleeve_common.db import Database
+from sleeve_common.genres import normalize_genre
 from sleeve_common.images import InvalidImage, open_image, perceptual_hash
 from sleeve_common.models import Album, AlbumLabel
 from sleeve_common.store import ObjectStore, cover_key
-from sleeve_scraper.genres import normalize_genre
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 __all__ = ["Candidate", "Ingester", "Outcome"]
 
@@ -65,14 +64,19 @@ class Ingester:
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
 
-    async def ingest(self, candidate: Candidate, data: bytes | None, failure: str | None) -> Outcome:
+    async def ingest(
+        self, candidate: Candidate, data: bytes | None, failure: str | None
+    ) -> Outcome:
         """Record ``candidate``; ``data`` is None when fetching failed for ``failure``."""
         genre = normalize_genre(candidate.raw_genre)
         if data is None:
             return await self._reject(candidate, genre, None, failure or "could not be fetched")
         if len(data) > self._max_bytes:
             return await self._reject(
-                candidate, genre, None, f"file too large: {len(data)} bytes (limit {self._max_bytes})"
+                candidate,
+                genre,
+                None,
+                f"file too large: {len(data)} bytes (limit {self._max_bytes})",
             )
         sha = hashlib.sha256(data).hexdigest()
         if await self._label_existing(candidate, genre, sha):
@@ -167,5 +171,6 @@ class Ingester:
 
 
 def _label(candidate: Candidate, genre: str) -> AlbumLabel:
-    return AlbumLabel(genre=genre, raw_genre=candidate.raw_genre[:256], provenance=candidate.provenance)
-
+    return AlbumLabel(
+        genre=genre, raw_genre=candidate.raw_genre[:256], provenance=candidate.provenance
+    )

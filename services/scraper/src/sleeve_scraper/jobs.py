@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from sleeve_common.payloads import ScrapeRequest
 from sleeve_common.progress import ThrottledProgress
 from sleeve_common.runtime import Runtime
 from sleeve_common.worker import Handler, JobContext
-from sleeve_scraper.scrape import ScrapeRequest, run_scrape
+
+from sleeve_scraper.scrape import run_scrape
 
 __all__ = ["scrape_handler"]
 
 
 def scrape_handler(runtime: Runtime) -> Handler:
     async def handle(ctx: JobContext) -> dict[str, Any]:
-        payload = ctx.payload
-        request = ScrapeRequest(
-            source=payload["source"],
-            path=payload.get("path"),
-            genres=tuple(payload["genres"]) if payload.get("genres") else None,
-            per_genre=payload.get("per_genre"),
-            resume=payload.get("resume"),
-        )
+        request = ScrapeRequest.model_validate(ctx.payload)
         run_id, counters = await run_scrape(
             runtime, request, on_progress=ThrottledProgress(ctx.progress), job_id=ctx.job.id
         )

@@ -3,50 +3,28 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sleeve_common.exceptions import NotImplementedYet
+from sleeve_common.genres import normalize_genre
+from sleeve_common.payloads import IMPLEMENTED_SOURCES, ScrapeRequest
 from sleeve_common.progress import ProgressSink
 from sleeve_common.runtime import Runtime
+
 from sleeve_scraper.exceptions import SourceError
-from sleeve_scraper.genres import normalize_genre
 from sleeve_scraper.ingest import Ingester
 from sleeve_scraper.runs import RunCounters, finish_run, open_run, save_progress
 from sleeve_scraper.sources import Source
 from sleeve_scraper.sources.folder import FolderSource
 
-__all__ = ["IMPLEMENTED_SOURCES", "SOURCES", "ScrapeRequest", "run_scrape"]
+__all__ = ["build_source", "run_scrape"]
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "mumu-csv", "folder")
-IMPLEMENTED_SOURCES = ("folder",)
 _SAVE_EVERY = 50
 
 
-@dataclass(frozen=True)
-class ScrapeRequest:
-    """What to scrape; the same fields as ``sleeve scrape`` and ``POST /v1/scrape-runs``."""
-
-    source: str
-    path: str | None = None
-    genres: tuple[str, ...] | None = None
-    per_genre: int | None = None
-    resume: int | None = None
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "genres": list(self.genres) if self.genres else None,
-            "per_genre": self.per_genre,
-        }
-
-
 def build_source(request: ScrapeRequest, runtime: Runtime) -> Source:
-    if request.source not in SOURCES:
-        raise SourceError(f"unknown source {request.source!r}; choose one of {', '.join(SOURCES)}")
     if request.source not in IMPLEMENTED_SOURCES:
         raise NotImplementedYet(f"the {request.source} source")
     if not request.path:
@@ -70,7 +48,11 @@ async def run_scrape(
     """Scrape until the source is exhausted; returns the run id and its counters."""
     source = build_source(request, runtime)
     run_id, counters = await open_run(
-        db=runtime.db, source=source.name, params=request.params(), resume=request.resume, job_id=job_id
+        db=runtime.db,
+        source=source.name,
+        params=request.model_dump(mode="json", exclude={"source", "resume"}),
+        resume=request.resume,
+        job_id=job_id,
     )
     ingester = Ingester(
         db=runtime.db,

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from sleeve_common.genres import normalize_genre
+
 from sleeve_scraper.exceptions import SourceError
-from sleeve_scraper.genres import normalize_genre
 from sleeve_scraper.ingest import Candidate
 from sleeve_scraper.sources import Found
 
@@ -37,27 +38,24 @@ class FolderSource:
         self._files = self._list(genres, per_genre)
 
     def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[str, Path]]:
-        folders = sorted(p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(
+            p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
         if not folders:
-            raise SourceError(f"{self._root} has no genre sub-folders (expected DIR/<genre>/<file>)")
+            raise SourceError(
+                f"{self._root} has no genre sub-folders (expected DIR/<genre>/<file>)"
+            )
         listed: list[tuple[str, Path]] = []
         for folder in folders:
             if genres is not None and normalize_genre(folder.name) not in genres:
                 continue
             files = sorted(
-                p for p in folder.rglob("*") if not p.name.startswith(".") and self._inside(p)
+                p for p in folder.rglob("*") if not p.name.startswith(".") and _is_file(p)
             )
             listed.extend((folder.name, p) for p in files[:per_genre])
         if genres is not None and not listed:
             raise SourceError(f"no sub-folder of {self._root} matches the genres {sorted(genres)}")
         return listed
-
-    def _inside(self, path: Path) -> bool:
-        """Regular files whose real location is inside the root (no symlink escapes)."""
-        try:
-            return path.is_file() and path.resolve().is_relative_to(self._root)
-        except OSError:
-            return False
 
     async def total(self) -> int | None:
         return len(self._files)
@@ -75,7 +73,9 @@ class FolderSource:
                 title=path.stem,
             )
             data, failure = await asyncio.to_thread(self._read, path)
-            yield Found(candidate=candidate, data=data, failure=failure, cursor={"files_done": index + 1})
+            yield Found(
+                candidate=candidate, data=data, failure=failure, cursor={"files_done": index + 1}
+            )
 
     def _read(self, path: Path) -> tuple[bytes | None, str | None]:
         try:
@@ -85,3 +85,11 @@ class FolderSource:
             return path.read_bytes(), None
         except OSError as exc:
             return None, f"unreadable file: {exc.strerror or exc}"
+
+
+def _is_file(path: Path) -> bool:
+    """Regular files, symlinked ones included; broken links and sockets are not covers."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

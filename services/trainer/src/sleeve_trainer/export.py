@@ -1,0 +1,117 @@
+"""ONNX export of the classifier, and the check every export passes before registration.
+
+The graph's contract, relied on by the inference service: one input ``image``,
+uint8 NHWC (N, 224, 224, 3) with a dynamic batch dimension, and one output
+``probabilities`` (N, num_classes). Scaling happens inside the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from sleeve_trainer.exceptions import ExportMismatch
+from sleeve_trainer.model import INPUT_SHAPE
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "verify_export"]
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+
+# ONNX Runtime's own error types; none derives from a common base below Exception.
+_ORT_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
+_VERIFY_BATCH = 32
+
+
+def export_onnx(classifier: keras.Model, *, opset: int = 17) -> bytes:
+    """Serialised ONNX model of ``classifier`` (uint8 ``image`` in, ``probabilities`` out)."""
+    spec = (tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8, name=INPUT_NAME),)
+
+    @tf.function(input_signature=spec)  # type: ignore[misc]
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: classifier(image, training=False)}
+
+    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    data: bytes = model_proto.SerializeToString()
+    logger.info("exported %s to ONNX opset %d: %d bytes", classifier.name, opset, len(data))
+    return data
+
+
+def _check_signature(session: ort.InferenceSession, num_classes: int) -> None:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ExportMismatch(f"expected one input, found {[i.name for i in inputs]}")
+    (image,) = inputs
+    if image.name != INPUT_NAME or image.type != "tensor(uint8)":
+        raise ExportMismatch(
+            f"expected uint8 input {INPUT_NAME!r}, found {image.type} {image.name!r}"
+        )
+    shape = list(image.shape)
+    # A fixed integer batch dimension would refuse every other batch size at serving time.
+    batch_is_dynamic = len(shape) == 4 and not isinstance(shape[0], int)
+    if not batch_is_dynamic or tuple(shape[1:]) != INPUT_SHAPE:
+        raise ExportMismatch(f"expected input shape [N, *{list(INPUT_SHAPE)}], got {shape}")
+    outputs = {output.name: output for output in session.get_outputs()}
+    if OUTPUT_NAME not in outputs:
+        raise ExportMismatch(f"no output {OUTPUT_NAME!r} among {sorted(outputs)}")
+    width = outputs[OUTPUT_NAME].shape[-1]
+    if isinstance(width, int) and width != num_classes:
+        raise ExportMismatch(f"ONNX gives {width} probabilities, the model {num_classes}")
+
+
+def verify_export(
+    onnx_bytes: bytes,
+    classifier: keras.Model,
+    images: np.ndarray,
+    *,
+    tolerance: float = 1e-4,
+) -> float:
+    """Max abs difference of ONNX Runtime (CPU) and Keras probabilities on ``images``.
+
+    Raises ``ExportMismatch`` if the graph breaks its contract or the difference
+    exceeds ``tolerance``.
+    """
+    if images.dtype != np.uint8 or images.shape[1:] != INPUT_SHAPE or not len(images):
+        raise ValueError(
+            f"expected a non-empty uint8 batch (N, *{INPUT_SHAPE}), "
+            f"got {images.dtype} {images.shape}"
+        )
+    try:
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except _ORT_ERRORS as exc:
+        raise ExportMismatch(f"ONNX Runtime cannot load the export: {exc}") from exc
+    num_classes = int(classifier.output_shape[-1])
+    _check_signature(session, num_classes)
+    worst = 0.0
+    for start in range(0, len(images), _VERIFY_BATCH):
+        batch = np.ascontiguousarray(images[start : start + _VERIFY_BATCH])
+        expected = np.asarray(classifier.predict_on_batch(batch), dtype=np.float32)
+        try:
+            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        except _ORT_ERRORS as exc:
+            raise ExportMismatch(f"ONNX Runtime failed on the check images: {exc}") from exc
+        if actual.shape != expected.shape:
+            raise ExportMismatch(f"ONNX output {actual.shape} but Keras output {expected.shape}")
+        # NaN never compares greater than the tolerance, so it is caught explicitly.
+        if not np.all(np.isfinite(actual)):
+            raise ExportMismatch("ONNX output is not finite")
+        worst = max(worst, float(np.max(np.abs(actual - expected))))
+    if worst > tolerance:
+        raise ExportMismatch(f"ONNX and Keras differ by {worst:.3g} (tolerance {tolerance:.3g})")
+    logger.info("export verified on %d images: max abs difference %.3g", len(images), worst)
+    return worst

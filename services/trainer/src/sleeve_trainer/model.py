@@ -1,0 +1,121 @@
+"""The network: a frozen MobileNetV2 base, a small softmax head, and the uint8 classifier.
+
+Pixel scaling lives inside the graph (``preprocess``), so the embedding path used in
+phase 1 and the exported classifier scale images identically, and clients send the
+uint8 arrays made by ``sleeve_common.images.to_model_input``.
+
+The base is always called with ``training=False``: the provided weights fold batch
+normalisation into the convolutions, so BN layers must keep their stored statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+from sleeve_common.images import MODEL_INPUT_SIZE
+
+from sleeve_trainer.exceptions import TrainerError
+
+__all__ = [
+    "EMBEDDING_SIZE",
+    "IMAGENET",
+    "INPUT_SHAPE",
+    "build_classifier",
+    "build_embedder",
+    "build_head",
+    "load_base",
+    "preprocess",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET = "imagenet"
+"""``weights`` value that lets Keras download the official ImageNet file."""
+
+INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
+EMBEDDING_SIZE = 1280
+"""Width of MobileNetV2 1.0's pooled feature vector."""
+
+
+def load_base(weights: str) -> keras.Model:
+    """MobileNetV2 1.0 without its top, average-pooled to 1280 values, all layers frozen.
+
+    ``weights`` is ``"imagenet"`` (download) or the path of a Keras ``.h5`` file.
+    """
+    if weights != IMAGENET:
+        path = Path(weights)
+        if not path.is_file():
+            raise TrainerError(f"base weights not found: {path}")
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=INPUT_SHAPE,
+            alpha=1.0,
+            include_top=False,
+            weights=weights,
+            pooling="avg",
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"cannot load base weights {weights!r}: {exc}") from exc
+    except Exception as exc:
+        # keras.utils.get_file reports a failed download as a bare Exception.
+        if weights != IMAGENET:
+            raise
+        raise TrainerError(f"cannot download ImageNet weights: {exc}") from exc
+    base.trainable = False
+    logger.info("loaded base %s from %s", base.name, weights)
+    return base
+
+
+def preprocess(images: Any) -> Any:
+    """Symbolic uint8 NHWC images to float32 in [-1, 1], MobileNetV2's expected range."""
+    floats = keras.ops.cast(images, "float32")
+    return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="preprocess")(floats)
+
+
+def _image_input() -> Any:
+    return keras.Input(shape=INPUT_SHAPE, dtype="uint8", name="image")
+
+
+def build_embedder(base: keras.Model) -> keras.Model:
+    """uint8 images to the base's pooled embedding, scaled exactly as in the classifier."""
+    images = _image_input()
+    features = base(preprocess(images), training=False)
+    return keras.Model(images, features, name="embedder")
+
+
+def build_head(
+    num_classes: int,
+    *,
+    dropout: float,
+    embedding_size: int = EMBEDDING_SIZE,
+    seed: int = 0,
+) -> keras.Model:
+    """Dropout and a softmax layer on the pooled embedding; seeded so runs repeat."""
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    embedding = keras.Input(shape=(embedding_size,), dtype="float32", name="embedding")
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(embedding)
+    probabilities = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name="probabilities",
+    )(x)
+    return keras.Model(embedding, probabilities, name="head")
+
+
+def build_classifier(base: keras.Model, head: keras.Model) -> keras.Model:
+    """The exported model: uint8 NHWC ``image`` in, class probabilities out.
+
+    It shares its layers (and so its weights) with ``base`` and ``head``.
+    """
+    images = _image_input()
+    features = base(preprocess(images), training=False)
+    # No training flag on the head: its dropout should act while fine-tuning.
+    probabilities = head(features)
+    return keras.Model(images, probabilities, name="sleeve_classifier")

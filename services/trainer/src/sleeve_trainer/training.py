@@ -1,0 +1,306 @@
+"""One training run: dataset → cached embeddings → head (→ fine-tuning) → report → ONNX → registry.
+
+TensorFlow work runs in a worker thread so progress keeps flowing to the terminal or job row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sleeve_common.images import MODEL_INPUT_SIZE, decode_image, to_model_input
+from sleeve_common.models import TrainingRun, utcnow
+from sleeve_common.payloads import TrainRequest
+from sleeve_common.progress import ProgressSink
+from sleeve_common.registry import register_model_version
+from sleeve_common.runtime import Runtime
+
+from sleeve_trainer.datasets import DatasetMemberRow, dataset_members
+from sleeve_trainer.exceptions import DatasetTooSmall
+
+__all__ = ["INPUT_SPEC", "TrainingOutcome", "run_training"]
+
+logger = logging.getLogger(__name__)
+
+INPUT_SPEC: dict[str, Any] = {
+    "name": "image",
+    "dtype": "uint8",
+    "shape": [None, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3],
+    "layout": "NHWC",
+    "color": "RGB",
+    "resize": f"centre crop to square, bilinear resize to {MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE}",
+    "scaling": "inside the graph (x / 127.5 - 1)",
+    "output": "probabilities",
+}
+_VERIFY_IMAGES = 16
+_FETCH_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    run_id: int
+    version: str
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Artifacts:
+    onnx: bytes
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    confusion_png: bytes
+    curves_png: bytes
+
+
+async def run_training(
+    runtime: Runtime,
+    options: TrainRequest,
+    *,
+    on_progress: ProgressSink,
+    job_id: int | None = None,
+) -> TrainingOutcome:
+    """Train, evaluate, export and register a model version on ``options.dataset``."""
+    ds, members = await dataset_members(db=runtime.db, name=options.dataset)
+    async with runtime.db.session() as session:
+        run = TrainingRun(
+            dataset_id=ds.id,
+            params=options.model_dump(mode="json"),
+            status="running",
+            job_id=job_id,
+        )
+        session.add(run)
+        await session.flush()
+        run_id = run.id
+    try:
+        await on_progress(0.0, f"training run {run_id}: fetching {len(members)} covers")
+        covers = await _fetch_covers(runtime, members)
+        loop = asyncio.get_running_loop()
+
+        def report(fraction: float, message: str) -> None:
+            asyncio.run_coroutine_threadsafe(
+                on_progress(fraction, f"training run {run_id}: {message}"), loop
+            ).result()
+
+        artifacts = await asyncio.to_thread(
+            _train, runtime, list(ds.genres), members, covers, options, report
+        )
+        prefix = f"models/run-{run_id}"
+        keys = {
+            "onnx": f"{prefix}/model.onnx",
+            "confusion_matrix": f"{prefix}/confusion_matrix.png",
+            "training_curves": f"{prefix}/training_curves.png",
+            "report": f"{prefix}/report.json",
+        }
+        await runtime.store.put(keys["onnx"], artifacts.onnx)
+        await runtime.store.put(keys["confusion_matrix"], artifacts.confusion_png)
+        await runtime.store.put(keys["training_curves"], artifacts.curves_png)
+        report_doc = {
+            "dataset": ds.name,
+            "options": options.model_dump(mode="json"),
+            "metrics": artifacts.metrics,
+            "history": artifacts.history,
+        }
+        await runtime.store.put(keys["report"], json.dumps(report_doc, indent=2).encode())
+        version = await register_model_version(
+            db=runtime.db,
+            training_run_id=run_id,
+            labels=list(ds.genres),
+            input_spec=INPUT_SPEC,
+            metrics=artifacts.metrics,
+            onnx_key=keys["onnx"],
+            onnx_sha256=hashlib.sha256(artifacts.onnx).hexdigest(),
+            onnx_bytes=len(artifacts.onnx),
+            report_keys={k: v for k, v in keys.items() if k != "onnx"},
+        )
+    except BaseException as exc:
+        await _finish_run(runtime, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    await _finish_run(
+        runtime, run_id, status="succeeded", history=artifacts.history, metrics=artifacts.metrics
+    )
+    await on_progress(
+        1.0,
+        f"training run {run_id} done: model {version.version} ({version.stage}), "
+        f"test accuracy {artifacts.metrics['accuracy']:.3f}",
+    )
+    return TrainingOutcome(run_id=run_id, version=version.version, metrics=artifacts.metrics)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become None: PostgreSQL's JSON refuses them."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _fetch_covers(runtime: Runtime, members: list[DatasetMemberRow]) -> dict[str, bytes]:
+    limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+    async def fetch(member: DatasetMemberRow) -> tuple[str, bytes]:
+        async with limit:
+            return member.content_sha256, await runtime.store.get(member.cover_key)
+
+    return dict(await asyncio.gather(*(fetch(m) for m in members)))
+
+
+async def _finish_run(runtime: Runtime, run_id: int, *, status: str, **values: Any) -> None:
+    async with runtime.db.session() as session:
+        run = await session.get(TrainingRun, run_id)
+        if run is not None:
+            run.status = status
+            run.finished_at = utcnow()
+            for name, value in values.items():
+                setattr(run, name, value)
+
+
+def _train(
+    runtime: Runtime,
+    labels: list[str],
+    members: list[DatasetMemberRow],
+    covers: dict[str, bytes],
+    options: TrainRequest,
+    report: Callable[[float, str], None],
+) -> _Artifacts:
+    """The TensorFlow part (blocking; runs in a thread)."""
+    from sleeve_trainer.embeddings import EmbeddingCache, embed_with_cache, weights_id
+    from sleeve_trainer.export import export_onnx, verify_export
+    from sleeve_trainer.fit import class_weights, fine_tune, fit_head
+    from sleeve_trainer.model import build_classifier, build_head, load_base
+    from sleeve_trainer.report import (
+        combine_histories,
+        evaluate,
+        plot_confusion_matrix,
+        plot_training_curves,
+    )
+
+    index = {label: i for i, label in enumerate(labels)}
+    split = {name: [m for m in members if m.split == name] for name in ("train", "val", "test")}
+    for name, rows in split.items():
+        if not rows:
+            raise DatasetTooSmall(f"the {name} split is empty; build the dataset from more covers")
+
+    def pixels(sha: str) -> np.ndarray:
+        return to_model_input(decode_image(covers[sha]))
+
+    def images_of(rows: list[DatasetMemberRow]) -> np.ndarray:
+        return np.stack([pixels(m.content_sha256) for m in rows])
+
+    def targets(rows: list[DatasetMemberRow]) -> np.ndarray:
+        return np.array([index[m.genre] for m in rows], dtype=np.int64)
+
+    weights = runtime.settings.base_weights
+    report(0.05, f"loading base weights ({weights})")
+    base = load_base(weights)
+    cache = EmbeddingCache(runtime.settings.data_dir / "cache" / "embeddings", weights_id(weights))
+    total = (len(split["train"]) * (2 if options.flip_augment else 1)) + len(split["val"])
+    done = 0
+
+    def embed(rows: list[DatasetMemberRow], *, flip: bool = False) -> np.ndarray:
+        nonlocal done
+        start = done
+
+        def on_batch(count: int) -> None:
+            report(
+                0.05 + 0.45 * (start + count) / total, f"embedding covers {start + count}/{total}"
+            )
+
+        result = embed_with_cache(
+            base,
+            cache,
+            [m.content_sha256 for m in rows],
+            pixels,
+            batch_size=options.batch_size,
+            flip=flip,
+            on_batch=on_batch,
+        )
+        done += len(rows)
+        return result
+
+    train_x, val_x = embed(split["train"]), embed(split["val"])
+    train_y, val_y, test_y = targets(split["train"]), targets(split["val"]), targets(split["test"])
+    if options.flip_augment:
+        train_x = np.concatenate([train_x, embed(split["train"], flip=True)])
+        train_y = np.concatenate([train_y, train_y])
+
+    head = build_head(len(labels), dropout=options.dropout, seed=options.seed)
+    weights_by_class = class_weights(train_y, len(labels))
+
+    def head_epoch(epoch: int, logs: dict[str, float]) -> None:
+        report(
+            0.5 + 0.3 * epoch / options.epochs,
+            f"head epoch {epoch}/{options.epochs}: val accuracy {logs.get('val_accuracy', 0):.3f}",
+        )
+
+    phases = [
+        fit_head(
+            head,
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            epochs=options.epochs,
+            learning_rate=options.learning_rate,
+            batch_size=options.batch_size,
+            class_weight=weights_by_class,
+            on_epoch=head_epoch,
+            seed=options.seed,
+        )
+    ]
+    classifier = build_classifier(base, head)
+    if options.fine_tune_epochs:
+
+        def tune_epoch(epoch: int, logs: dict[str, float]) -> None:
+            report(
+                0.8 + 0.1 * epoch / options.fine_tune_epochs,
+                f"fine-tune epoch {epoch}/{options.fine_tune_epochs}: "
+                f"val accuracy {logs.get('val_accuracy', 0):.3f}",
+            )
+
+        phases.append(
+            fine_tune(
+                classifier,
+                base,
+                images_of(split["train"]),
+                train_y[: len(split["train"])],
+                images_of(split["val"]),
+                val_y,
+                epochs=options.fine_tune_epochs,
+                learning_rate=options.fine_tune_learning_rate,
+                unfreeze_blocks=options.unfreeze_blocks,
+                batch_size=options.batch_size,
+                on_epoch=tune_epoch,
+                class_weight=weights_by_class,
+                seed=options.seed,
+            )
+        )
+    report(0.9, "evaluating on the test split")
+    test_images = images_of(split["test"])
+    probabilities = np.asarray(
+        classifier.predict(test_images, batch_size=options.batch_size, verbose=0)
+    )
+    metrics = evaluate(test_y, probabilities, labels)
+    history = combine_histories(*phases)
+
+    report(0.95, "exporting to ONNX and checking it against Keras")
+    onnx = export_onnx(classifier)
+    metrics["export_max_abs_diff"] = verify_export(onnx, classifier, test_images[:_VERIFY_IMAGES])
+    metrics["test_size"] = len(test_y)
+    metrics["train_size"] = len(split["train"])
+    metrics["val_size"] = len(split["val"])
+    return _Artifacts(
+        onnx=onnx,
+        metrics=_json_safe(metrics),
+        history=_json_safe(history),
+        confusion_png=plot_confusion_matrix(metrics["confusion_matrix"], labels),
+        curves_png=plot_training_curves(history),
+    )

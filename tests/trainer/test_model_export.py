@@ -1,0 +1,333 @@
+"""The ML core end to end on real covers: embeddings, head training, classifier, ONNX export.
+
+Runs on a dozen covers from the shared discogs5 set with the offline ImageNet weights;
+the base loads once per module because building MobileNetV2 dominates the cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tensorflow as tf
+import tf2onnx
+from sleeve_common.images import decode_image, to_model_input
+from sleeve_trainer.embeddings import (
+    EmbeddingCache,
+    compute_embeddings,
+    embed_with_cache,
+    weights_id,
+)
+from sleeve_trainer.exceptions import DatasetTooSmall, ExportMismatch, TrainerError
+from sleeve_trainer.export import export_onnx, verify_export
+from sleeve_trainer.fit import class_weights, fine_tune, fit_head
+from sleeve_trainer.model import build_classifier, build_head, load_base
+
+pytestmark = pytest.mark.slow
+
+KIT = Path(__file__).resolve().parents[3] / "shared"
+BASE_WEIGHTS = os.environ.get(
+    "SLEEVE_TEST_BASE_WEIGHTS", str(KIT / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5")
+)
+DISCOGS5 = KIT / "datasets" / "discogs5"
+COVERS_PER_GENRE = (3, 3, 2, 2, 2)
+BATCH = 8
+
+
+class Covers:
+    """Real covers as model inputs, with their genre index and file sha256 as cache key."""
+
+    def __init__(self) -> None:
+        genres = sorted(path.name for path in DISCOGS5.iterdir() if path.is_dir())
+        assert len(genres) == len(COVERS_PER_GENRE), genres
+        images, labels, keys = [], [], []
+        for label, (genre, count) in enumerate(zip(genres, COVERS_PER_GENRE, strict=True)):
+            for path in sorted((DISCOGS5 / genre).glob("*.jpg"))[:count]:
+                data = path.read_bytes()
+                images.append(to_model_input(decode_image(data)))
+                labels.append(label)
+                keys.append(hashlib.sha256(data).hexdigest())
+        self.genres = genres
+        self.images = np.stack(images)
+        self.labels = np.array(labels)
+        self.keys = keys
+
+    def loader(self) -> Callable[[str], np.ndarray]:
+        by_key = dict(zip(self.keys, self.images, strict=True))
+        return by_key.__getitem__
+
+
+@pytest.fixture(scope="module")
+def covers() -> Covers:
+    assert DISCOGS5.is_dir(), f"test covers missing: {DISCOGS5}"
+    return Covers()
+
+
+@pytest.fixture(scope="module")
+def base() -> keras.Model:
+    assert Path(BASE_WEIGHTS).is_file(), f"base weights missing: {BASE_WEIGHTS}"
+    return load_base(BASE_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def embeddings(base: keras.Model, covers: Covers) -> np.ndarray:
+    return compute_embeddings(base, covers.images, batch_size=BATCH)
+
+
+@pytest.fixture(scope="module")
+def head(embeddings: np.ndarray, covers: Covers) -> keras.Model:
+    head = build_head(len(covers.genres), dropout=0.2)
+    fit_head(
+        head,
+        embeddings,
+        covers.labels,
+        embeddings[::2],
+        covers.labels[::2],
+        epochs=2,
+        learning_rate=1e-3,
+        batch_size=4,
+        class_weight=class_weights(covers.labels, len(covers.genres)),
+        on_epoch=None,
+    )
+    return head
+
+
+@pytest.fixture(scope="module")
+def classifier(base: keras.Model, head: keras.Model) -> keras.Model:
+    return build_classifier(base, head)
+
+
+@pytest.fixture(scope="module")
+def onnx_bytes(classifier: keras.Model) -> bytes:
+    return export_onnx(classifier)
+
+
+def test_embeddings_shape_and_determinism(
+    base: keras.Model, covers: Covers, embeddings: np.ndarray
+) -> None:
+    assert embeddings.shape == (len(covers.images), 1280)
+    assert embeddings.dtype == np.float32
+    assert np.all(np.isfinite(embeddings)) and embeddings.std() > 0
+
+    progress: list[int] = []
+    again = compute_embeddings(
+        base, iter(list(covers.images)), batch_size=BATCH, on_batch=progress.append
+    )
+
+    # Same batch size, same kernels: bit for bit the same vectors.
+    np.testing.assert_array_equal(again, embeddings)
+    assert progress == [BATCH, len(covers.images)]
+
+
+def test_flipped_embeddings_are_the_mirrored_view(
+    base: keras.Model, covers: Covers, embeddings: np.ndarray
+) -> None:
+    flipped = compute_embeddings(base, covers.images[:4], batch_size=BATCH, flip=True)
+    mirrored = compute_embeddings(base, covers.images[:4, :, ::-1, :], batch_size=BATCH)
+
+    np.testing.assert_allclose(flipped, mirrored, rtol=0, atol=1e-5)
+    assert not np.allclose(flipped, embeddings[:4], atol=1e-3)
+
+
+def test_empty_input_gives_no_embeddings(base: keras.Model) -> None:
+    assert compute_embeddings(base, [], batch_size=BATCH).shape == (0, 1280)
+
+
+def test_cache_second_run_needs_no_images(
+    base: keras.Model, covers: Covers, embeddings: np.ndarray, tmp_path: Path
+) -> None:
+    cache = EmbeddingCache(tmp_path, weights_id(BASE_WEIGHTS))
+    assert cache.get_many(covers.keys) == {}
+
+    first = embed_with_cache(base, cache, covers.keys, covers.loader(), batch_size=BATCH)
+
+    np.testing.assert_allclose(first, embeddings, rtol=0, atol=1e-5)
+    hits = cache.get_many(covers.keys)
+    assert set(hits) == set(covers.keys)
+    np.testing.assert_array_equal(np.stack([hits[k] for k in covers.keys]), first)
+    # The flipped view is its own entry, still missing.
+    assert cache.get_many(covers.keys, flip=True) == {}
+
+    def no_images(key: str) -> np.ndarray:
+        raise AssertionError(f"cover {key} should have come from the cache")
+
+    second = embed_with_cache(base, cache, covers.keys, no_images, batch_size=BATCH)
+
+    np.testing.assert_array_equal(second, first)
+
+
+def test_cache_is_keyed_by_base(covers: Covers, embeddings: np.ndarray, tmp_path: Path) -> None:
+    EmbeddingCache(tmp_path, "a" * 64).put_many(covers.keys, embeddings)
+
+    assert EmbeddingCache(tmp_path, "b" * 64).get_many(covers.keys) == {}
+
+
+def test_cache_ignores_a_corrupt_entry(
+    covers: Covers, embeddings: np.ndarray, tmp_path: Path
+) -> None:
+    cache = EmbeddingCache(tmp_path, "a" * 64)
+    cache.put_many(covers.keys[:2], embeddings[:2])
+    (entry,) = tmp_path.rglob(f"{covers.keys[0]}.npy")
+    entry.write_bytes(b"not an array")
+
+    assert set(cache.get_many(covers.keys[:2])) == {covers.keys[1]}
+
+
+def test_cache_refuses_keys_that_are_not_digests(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path, "a" * 64)
+    with pytest.raises(ValueError):
+        cache.get_many(["../../etc/passwd"])
+
+
+def test_fit_head_reports_history(embeddings: np.ndarray, covers: Covers) -> None:
+    head = build_head(len(covers.genres), dropout=0.2)
+    epochs: list[tuple[int, dict[str, float]]] = []
+
+    history = fit_head(
+        head,
+        embeddings,
+        covers.labels,
+        embeddings[::3],
+        covers.labels[::3],
+        epochs=2,
+        learning_rate=1e-3,
+        batch_size=4,
+        class_weight=None,
+        on_epoch=lambda epoch, logs: epochs.append((epoch, logs)),
+    )
+
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history[key]) == 2, key
+        assert all(np.isfinite(history[key]))
+    assert [epoch for epoch, _ in epochs] == [1, 2]
+    assert epochs[-1][1]["val_loss"] == pytest.approx(history["val_loss"][-1])
+
+
+def test_fit_head_refuses_an_empty_split(embeddings: np.ndarray, covers: Covers) -> None:
+    with pytest.raises(DatasetTooSmall):
+        fit_head(
+            build_head(len(covers.genres), dropout=0.0),
+            embeddings,
+            covers.labels,
+            embeddings[:0],
+            covers.labels[:0],
+            epochs=1,
+            learning_rate=1e-3,
+            batch_size=4,
+            class_weight=None,
+            on_epoch=None,
+        )
+
+
+def test_class_weights_are_balanced() -> None:
+    weights = class_weights(np.array([0, 0, 0, 1]), 2)
+
+    assert weights == pytest.approx({0: 4 / 6, 1: 2.0})
+    with pytest.raises(DatasetTooSmall):
+        class_weights(np.array([0, 0, 1]), 3)
+
+
+def test_classifier_matches_head_on_embeddings(
+    classifier: keras.Model, head: keras.Model, covers: Covers, embeddings: np.ndarray
+) -> None:
+    from_images = classifier.predict_on_batch(covers.images)
+    from_embeddings = head.predict_on_batch(embeddings)
+
+    assert from_images.shape == (len(covers.images), len(covers.genres))
+    np.testing.assert_allclose(from_images.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(from_images, from_embeddings, rtol=0, atol=1e-5)
+
+
+def test_export_verifies_and_accepts_any_batch_size(
+    onnx_bytes: bytes, classifier: keras.Model, covers: Covers
+) -> None:
+    difference = verify_export(onnx_bytes, classifier, covers.images)
+
+    assert difference < 1e-4
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    for size in (1, 3):
+        (probabilities,) = session.run(["probabilities"], {"image": covers.images[:size]})
+        assert probabilities.shape == (size, len(covers.genres))
+
+
+def _tiny_model(dtype: str, num_classes: int) -> keras.Model:
+    images = keras.Input((224, 224, 3), dtype=dtype, name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(images, "float32") / 255.0)
+    return keras.Model(images, keras.layers.Dense(num_classes, activation="softmax")(pooled))
+
+
+def test_verify_refuses_another_models_export(classifier: keras.Model, covers: Covers) -> None:
+    # Same contract (uint8 image in, five probabilities out), other weights.
+    other = export_onnx(_tiny_model("uint8", len(covers.genres)))
+
+    with pytest.raises(ExportMismatch, match="differ"):
+        verify_export(other, classifier, covers.images[:2])
+
+
+def test_verify_refuses_a_float_input(classifier: keras.Model, covers: Covers) -> None:
+    other = _tiny_model("float32", len(covers.genres))
+    spec = (tf.TensorSpec((None, 224, 224, 3), tf.float32, name="image"),)
+
+    @tf.function(input_signature=spec)
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": other(image, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=17)
+
+    with pytest.raises(ExportMismatch, match="uint8"):
+        verify_export(proto.SerializeToString(), classifier, covers.images[:2])
+
+
+def test_load_base_refuses_missing_or_broken_weights(tmp_path: Path) -> None:
+    with pytest.raises(TrainerError, match="not found"):
+        load_base(str(tmp_path / "missing.h5"))
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not hdf5 at all")
+    with pytest.raises(TrainerError):
+        load_base(str(broken))
+    with pytest.raises(TrainerError):
+        weights_id(str(tmp_path / "missing.h5"))
+
+
+def test_fine_tune_trains_only_the_top_without_touching_bn(covers: Covers) -> None:
+    # Its own base: fine-tuning changes weights the module's other tests rely on.
+    base = load_base(BASE_WEIGHTS)
+    head = build_head(len(covers.genres), dropout=0.2)
+    classifier = build_classifier(base, head)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
+    # Eight covers holding every genre (class weights need them all), the rest validate.
+    train = np.array([0, 1, 3, 4, 6, 8, 10, 11])
+    val = np.setdiff1d(np.arange(len(covers.images)), train)
+
+    history = fine_tune(
+        classifier,
+        base,
+        covers.images[train],
+        covers.labels[train],
+        covers.images[val],
+        covers.labels[val],
+        epochs=1,
+        learning_rate=1e-4,
+        unfreeze_blocks=1,
+        batch_size=4,
+        on_epoch=None,
+        class_weight=class_weights(covers.labels[train], len(covers.genres)),
+    )
+
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 1 for values in history.values())
+
+    def changed(name: str) -> bool:
+        after = base.get_layer(name).get_weights()
+        return any(not np.array_equal(a, b) for a, b in zip(before[name], after, strict=True))
+
+    assert changed("block_16_project") and changed("Conv_1")
+    assert not changed("block_15_project")
+    assert not changed("block_16_project_BN") and not changed("Conv_1_bn")
+    assert not base.trainable
