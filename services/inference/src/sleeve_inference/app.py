@@ -1,0 +1,79 @@
+"""The inference API: ``create_app(settings)``; the lifespan owns every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from sleeve_common.runtime import open_runtime
+from sleeve_common.settings import Settings
+
+from sleeve_inference.errors import install_error_handlers
+from sleeve_inference.limits import BodySizeLimit
+from sleeve_inference.metrics import Metrics
+from sleeve_inference.model import ModelHolder
+from sleeve_inference.routes import health, models, page, predict, work
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+_MODEL_REFRESH_S = 30.0
+_MULTIPART_OVERHEAD = 64 * 1024
+
+_DESCRIPTION = """
+Sleeve tells an album's genre from its cover art.
+
+* **Predict**: upload one or more covers to `POST /v1/predict`.
+* **Models**: the registry, with metrics and the confusion matrix of each version.
+* **Work**: queue scrapes and training runs (needs the `X-API-Key` header).
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            holder = ModelHolder(runtime, cache_dir=settings.data_dir / "cache" / "models")
+            await holder.refresh()
+            if holder.current is None:
+                logger.warning("no model to serve yet: %s", holder.last_error)
+            app.state.runtime = runtime
+            app.state.models = holder
+            refresher = asyncio.create_task(_keep_fresh(holder))
+            try:
+                yield
+            finally:
+                refresher.cancel()
+
+    app = FastAPI(
+        title="Sleeve",
+        version="0.1.0",
+        summary="Album genre from cover art",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    metrics = Metrics()
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.middleware("http")(metrics.middleware)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes * settings.max_images_per_request + _MULTIPART_OVERHEAD,
+    )
+    for module in (predict, models, work, health, page):
+        app.include_router(module.router)
+    return app
+
+
+async def _keep_fresh(holder: ModelHolder) -> None:
+    """Pick up a newly promoted model without a restart."""
+    while True:
+        await asyncio.sleep(_MODEL_REFRESH_S)
+        try:
+            await holder.refresh()
+        except Exception:
+            logger.exception("model refresh failed; still serving the previous model")

@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sleeve_common.exceptions import DatabaseUnavailable, StoreUnavailable
+
+from sleeve_inference.deps import ModelsDep, RuntimeDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")  # type: ignore[misc]
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "not ready; the body says what is missing"}})  # type: ignore[misc]
+async def readyz(runtime: RuntimeDep, models: ModelsDep) -> JSONResponse:
+    """Ready when a model is loaded and the database and store answer."""
+    checks: dict[str, str] = {}
+    try:
+        await runtime.db.ping()
+        checks["database"] = "ok"
+    except DatabaseUnavailable as exc:
+        checks["database"] = str(exc)
+    try:
+        await runtime.store.ping()
+        checks["store"] = "ok"
+    except StoreUnavailable as exc:
+        checks["store"] = str(exc)
+    model = await models.get()
+    checks["model"] = f"ok ({model.version})" if model else (models.last_error or "not loaded")
+    ready = all(value.startswith("ok") for value in checks.values())
+    return JSONResponse(
+        status_code=200 if ready else 503,
+        content={"status": "ready" if ready else "not ready", "checks": checks},
+    )
+
+
+@router.get("/metrics", response_class=Response)  # type: ignore[misc]
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
