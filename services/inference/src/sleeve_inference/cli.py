@@ -9,7 +9,6 @@ import uvicorn
 from sleeve_common.exceptions import NotImplementedYet
 from sleeve_common.settings import Settings
 
-from sleeve_inference.app import create_app
 
 __all__ = ["register"]
 
@@ -27,6 +26,11 @@ def register(commands: Any) -> None:
 
 
 async def _serve(_args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here so that every other `sleeve` command starts without onnxruntime.
+    import uvicorn
+
+    from sleeve_inference.app import create_app
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

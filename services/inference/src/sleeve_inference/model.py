@@ -42,6 +42,8 @@ def choose_providers(requested: str | None) -> list[str]:
             )
         return wanted
     if "CUDAExecutionProvider" in available and _nvidia_driver_present():
+        # Finds CUDA and cuDNN when they came as pip wheels (the image's "gpu" extra).
+        ort.preload_dlls()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
