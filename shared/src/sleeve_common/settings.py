@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     model_version: str | None = None
     top_k: int = Field(default=5, ge=1, le=100)
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
     max_images_per_request: int = Field(default=32, ge=1, le=1024)
-    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
     ort_providers: str | None = None
 
     # Scraper sources: base URLs (a mirror or a local fake) and polite rates (requests/s).
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     coverartarchive_rate: PositiveRate = 5.0
     spotify_rate: PositiveRate = 5.0
     download_rate: PositiveRate = 10.0
-    max_cover_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_cover_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
     user_agent: str = "Sleeve/0.1 (+https://github.com/sleeve-covers/sleeve)"
 
     @field_validator("database_url")

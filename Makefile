@@ -1,0 +1,38 @@
+# Sleeve: `make run` starts the whole stack on the embedded default (SQLite + ./var/store),
+# `make test` runs every test (it starts its own PostgreSQL and S3 servers; no Docker needed).
+
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := python3 -m uv
+export UV_PYTHON_DOWNLOADS := never
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+# Offline ImageNet weights from the kit beside the checkout when present, else Keras' download.
+KIT_WEIGHTS := ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.h5
+export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WEIGHTS)),imagenet)
+
+.PHONY: install run test lint fmt check bench
+
+install:  ## Python deps (all services + dev tools) into .venv from uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-packages
+
+run: install  ## the API (http://127.0.0.1:8000/docs) and the scraper and trainer workers
+	$(UV) run --no-sync sleeve run
+
+test: install  ## unit, integration (SQLite, PostgreSQL, S3) and end-to-end tests
+	$(UV) run --no-sync pytest
+
+lint: install
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy
+
+fmt: install
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+check: lint test  ## what CI should run once lint is clean
+
+bench: install  ## throughput of the served model against raw onnxruntime
+	$(UV) run --no-sync python bench/predict_throughput.py

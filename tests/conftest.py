@@ -1,0 +1,121 @@
+"""Shared fixtures: databases and object stores on the embedded default and on real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from servers import S3Server, embedded_postgres, seaweedfs_s3
+from sleeve_common.db import Database, upgrade_database
+from sleeve_common.runtime import Runtime, open_runtime
+from sleeve_common.settings import Settings
+from sleeve_common.store import ObjectStore, ObstoreStore
+from sqlalchemy.engine import make_url
+
+# TensorFlow's C++ start-up chatter hides test output; warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KIT = REPO_ROOT.parent / "shared"
+DISCOGS5 = KIT / "datasets" / "discogs5"
+BASE_WEIGHTS = KIT / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database URL: a SQLite file, or a new database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'sleeve.db'}"
+        await asyncio.to_thread(upgrade_database, url)
+        yield url
+        return
+    server = make_url(request.getfixturevalue("postgres_url"))
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.username,
+        password=server.password,
+        database=server.database,
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = server.set(database=name).render_as_string(hide_password=False)
+        await asyncio.to_thread(upgrade_database, url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL for the session: ``SLEEVE_TEST_DATABASE_URL``, else an embedded one.
+
+    The embedded server listens on a free loopback port with a random password, keeps its
+    data in a temporary directory and is stopped after the session.
+    """
+    configured = os.environ.get("SLEEVE_TEST_DATABASE_URL")
+    if configured:
+        yield (
+            make_url(configured)
+            .set(drivername="postgresql+asyncpg")
+            .render_as_string(hide_password=False)
+        )
+        return
+    with embedded_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server for the session (SeaweedFS ``weed mini``), bucket created, auth on."""
+    with seaweedfs_s3() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """An empty object store: a local directory, or a fresh prefix on the real S3 server."""
+    if request.param == "local":
+        return ObstoreStore.local(tmp_path / "store")
+    server: S3Server = request.getfixturevalue("s3_server")
+    return ObstoreStore.s3(
+        server.bucket,
+        prefix=f"t-{uuid.uuid4().hex[:12]}",
+        endpoint=server.endpoint,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+    )
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
+    """Settings for a test: its own database, local store and data folder."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "store_url": f"file://{tmp_path / 'store'}",
+        "data_dir": tmp_path / "var",
+        "base_weights": str(BASE_WEIGHTS),
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def runtime(database_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    """Settings, a migrated database (SQLite or PostgreSQL) and a local store, opened."""
+    async with open_runtime(make_settings(tmp_path, database_url)) as opened:
+        yield opened

