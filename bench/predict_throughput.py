@@ -66,7 +66,6 @@ def rate(images: int, seconds: float) -> str:
 
 def bench_raw(onnx: Path, batches: list[int], seconds: float) -> None:
     import onnxruntime as ort
-
     from sleeve_inference.model import choose_providers
 
     session = ort.InferenceSession(str(onnx), providers=choose_providers(None))
@@ -90,10 +89,11 @@ def bench_decode(covers: list[bytes]) -> None:
     print(f"decode + resize (Pillow, 1 core)  : {rate(len(covers), time.perf_counter() - start)}")  # noqa: T201
 
 
-async def bench_http(onnx: Path, covers: list[bytes], per_request: list[int], seconds: float) -> None:
+async def bench_http(
+    onnx: Path, covers: list[bytes], per_request: list[int], seconds: float
+) -> None:
     import httpx
     import uvicorn
-
     from sleeve_common.db import upgrade_database
     from sleeve_common.registry import register_model_version
     from sleeve_common.runtime import open_runtime
@@ -136,7 +136,9 @@ async def bench_http(onnx: Path, covers: list[bytes], per_request: list[int], se
             await asyncio.sleep(0.05)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for n in per_request:
-                files = [("files", (f"{i}.jpg", covers[i % len(covers)], "image/jpeg")) for i in range(n)]
+                files = [
+                    ("files", (f"{i}.jpg", covers[i % len(covers)], "image/jpeg")) for i in range(n)
+                ]
                 await client.post("/v1/predict", files=files)  # warm-up
                 latencies, done, start = [], 0, time.perf_counter()
                 while time.perf_counter() - start < seconds:
@@ -148,7 +150,8 @@ async def bench_http(onnx: Path, covers: list[bytes], per_request: list[int], se
                 p50 = statistics.median(latencies) * 1000
                 p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000
                 print(  # noqa: T201
-                    f"HTTP /v1/predict {n:>3} per request: {rate(done, time.perf_counter() - start)}"
+                    f"HTTP /v1/predict {n:>3} per request: "
+                    f"{rate(done, time.perf_counter() - start)}"
                     f"   p50 {p50:7.1f} ms   p95 {p95:7.1f} ms"
                 )
         server.should_exit = True

@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level)
-        return asyncio.run(args.command_fn(args, settings))
+        code: int = asyncio.run(args.command_fn(args, settings))
+        return code
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
         return EXIT_USAGE

@@ -49,7 +49,10 @@ def open_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
             image.load()
     except InvalidImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses the header before our own check can name the size.
+        raise InvalidImage(f"image too large: {exc}") from None
+    except UnidentifiedImageError:
         raise InvalidImage("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt image: {exc}") from None

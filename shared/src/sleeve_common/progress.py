@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TextIO
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
 
 __all__ = ["ProgressSink", "TerminalProgress", "ThrottledProgress", "silent_progress"]
 
-ProgressSink = Callable[[float, str], Awaitable[None]]
+ProgressSink = Callable[[float, str], Coroutine[Any, Any, None]]
 """Called with a fraction in 0..1 (or -1 when unknown) and a one-line message."""
 
 

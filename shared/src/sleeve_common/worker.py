@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ class JobContext:
         await self.queue.report_progress(self.job, fraction=fraction, message=message)
 
 
-Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any] | None]]
 
 
 def worker_name(role: str) -> str:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import uvicorn
 from sleeve_common.exceptions import NotImplementedYet
 from sleeve_common.settings import Settings
-
 
 __all__ = ["register"]
 

@@ -149,6 +149,7 @@ async def _train(args: argparse.Namespace, settings: Settings) -> int:
     m = outcome.metrics
     print(  # noqa: T201
         f"model {outcome.version} (training run {outcome.run_id}): "
-        f"test accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, ONNX max abs diff {m['export_max_abs_diff']:.2e}"
+        f"test accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f}, "
+        f"ONNX max abs diff {m['export_max_abs_diff']:.2e}"
     )
     return 0

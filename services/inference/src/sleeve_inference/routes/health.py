@@ -14,13 +14,13 @@ __all__ = ["router"]
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")  # type: ignore[misc]
+@router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "not ready; the body says what is missing"}})  # type: ignore[misc]
+@router.get("/readyz", responses={503: {"description": "not ready; the body says what is missing"}})
 async def readyz(runtime: RuntimeDep, models: ModelsDep) -> JSONResponse:
     """Ready when a model is loaded and the database and store answer."""
     checks: dict[str, str] = {}
@@ -43,7 +43,7 @@ async def readyz(runtime: RuntimeDep, models: ModelsDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)  # type: ignore[misc]
+@router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     return Response(

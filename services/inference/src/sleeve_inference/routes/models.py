@@ -29,13 +29,13 @@ def _summary(v: ModelVersion) -> dict[str, object]:
     }
 
 
-@router.get("/v1/models", response_model=list[ModelSummary])  # type: ignore[misc]
+@router.get("/v1/models", response_model=list[ModelSummary])
 async def models_list(runtime: RuntimeDep) -> list[dict[str, object]]:
     """Every registered model version, newest first."""
     return [_summary(v) for v in await list_model_versions(db=runtime.db)]
 
 
-@router.get("/v1/models/{version}", response_model=ModelDetail)  # type: ignore[misc]
+@router.get("/v1/models/{version}", response_model=ModelDetail)
 async def model_detail(version: str, runtime: RuntimeDep, request: Request) -> dict[str, object]:
     """Labels, metrics, input spec and report images of one version."""
     v = await get_model_version(db=runtime.db, version=version)
@@ -61,7 +61,7 @@ async def model_detail(version: str, runtime: RuntimeDep, request: Request) -> d
     name="model_image",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
-)  # type: ignore[misc]
+)
 async def model_image(version: str, image: str, runtime: RuntimeDep) -> Response:
     """A report image: ``confusion-matrix.png`` or ``training-curves.png``."""
     if image not in _IMAGES:
@@ -73,7 +73,7 @@ async def model_image(version: str, image: str, runtime: RuntimeDep) -> Response
     return Response(await runtime.store.get(key), media_type="image/png")
 
 
-@router.post("/v1/models/{version}/promote", response_model=ModelSummary, dependencies=[ApiKey])  # type: ignore[misc]
+@router.post("/v1/models/{version}/promote", response_model=ModelSummary, dependencies=[ApiKey])
 async def model_promote(version: str, runtime: RuntimeDep, models: ModelsDep) -> dict[str, object]:
     """Make this version the production model and start serving it (API key)."""
     v = await promote(db=runtime.db, version=version)

@@ -18,6 +18,6 @@ def _page() -> str:
     return (files("sleeve_inference") / "static" / "index.html").read_text(encoding="utf-8")
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)  # type: ignore[misc]
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> str:
     return _page()

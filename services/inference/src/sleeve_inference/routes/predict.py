@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
@@ -19,14 +19,14 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["predict"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "an image or the request is too large"},
     422: {"description": "a file is not a usable image, or a parameter is out of range"},
     503: {"description": "no model is loaded yet"},
 }
 
 
-@router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS)  # type: ignore[misc]
+@router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS)
 async def predict(
     request: Request,
     files: Annotated[

@@ -56,7 +56,7 @@ async def _get(runtime: RuntimeDep, kind: str, job_id: int) -> JobView:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     dependencies=[ApiKey],
-)  # type: ignore[misc]
+)
 async def scrape_run_create(
     body: ScrapeRequest, runtime: RuntimeDep, request: Request
 ) -> JobAccepted:
@@ -66,7 +66,7 @@ async def scrape_run_create(
     )
 
 
-@router.get("/v1/scrape-runs/{job_id}", response_model=JobView, name="scrape_run_get")  # type: ignore[misc]
+@router.get("/v1/scrape-runs/{job_id}", response_model=JobView, name="scrape_run_get")
 async def scrape_run_get(job_id: int, runtime: RuntimeDep) -> JobView:
     """Status, progress and outcome of a queued scrape."""
     return await _get(runtime, "scrape", job_id)
@@ -77,7 +77,7 @@ async def scrape_run_get(job_id: int, runtime: RuntimeDep) -> JobView:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     dependencies=[ApiKey],
-)  # type: ignore[misc]
+)
 async def training_run_create(
     body: TrainRequest, runtime: RuntimeDep, request: Request
 ) -> JobAccepted:
@@ -87,7 +87,7 @@ async def training_run_create(
     )
 
 
-@router.get("/v1/training-runs/{job_id}", response_model=JobView, name="training_run_get")  # type: ignore[misc]
+@router.get("/v1/training-runs/{job_id}", response_model=JobView, name="training_run_get")
 async def training_run_get(job_id: int, runtime: RuntimeDep) -> JobView:
     """Status, progress and outcome of a queued training run."""
     return await _get(runtime, "train", job_id)
