@@ -181,3 +181,37 @@ async def test_worker_stops_when_asked(database: Database) -> None:
 
 async def _never(ctx: JobContext) -> None:
     raise AssertionError("no job should run")
+
+
+async def test_worker_abandons_a_job_whose_lease_was_taken_over(
+    database: Database, clock: FakeClock
+) -> None:
+    # A short lease so the worker's renewal (every third of it, real time) comes quickly.
+    slow = JobQueue(database, lease_seconds=0.3, clock=clock)
+    job_id = await slow.enqueue(kind="train", payload={})
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hang(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    worker = asyncio.create_task(
+        run_worker(
+            slow, {"train": hang}, owner="stuck", poll_seconds=0.1, stop=asyncio.Event(), max_jobs=1
+        )
+    )
+    await started.wait()
+    clock.advance(1)  # the stuck worker's lease has expired…
+    rescuer = await JobQueue(database, lease_seconds=LEASE_S, clock=clock).claim(
+        kinds=["train"], owner="rescuer"
+    )
+    assert rescuer is not None and rescuer.id == job_id  # …and another worker took the job
+
+    await asyncio.wait_for(cancelled.wait(), timeout=10)  # the stuck worker stops its work
+    assert await asyncio.wait_for(worker, timeout=10) == 1
+    stored = await slow.get(job_id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("running", "rescuer", 2)
