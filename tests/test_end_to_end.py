@@ -14,6 +14,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from conftest import BASE_WEIGHTS, DISCOGS5
 from sleeve_common.cli import main
+from sleeve_common.jobs import JobQueue
+from sleeve_common.models import Job
+from sleeve_common.payloads import TrainRequest
+from sleeve_common.runtime import open_runtime
+from sleeve_common.worker import run_worker
 from sleeve_common.settings import load_settings
 
 GENRES = ("Country", "Electronic", "HipHop", "Pop", "Rock")
@@ -57,13 +62,23 @@ def test_thin_path_from_folder_to_prediction(
     assert main(["train", "--dataset", "thin", "--epochs", "2", "--batch-size", "16"]) == 0
     trained = capsys.readouterr()
     assert "model v1" in trained.out
-    assert "head epoch 2/2" in trained.err  # progress reached the terminal
+    # Progress reached the terminal (the first and the final update always pass the throttle).
+    assert "[train   0%] training run 1: fetching" in trained.err
+    assert "[train 100%] training run 1 done: model v1 (production)" in trained.err
     assert (tmp_path / "var" / "sleeve.db").is_file()
     assert list((tmp_path / "var" / "store" / "models").rglob("model.onnx"))
 
+    job = asyncio.run(_train_through_the_queue())
+    assert (job.status, job.result, job.progress) == (
+        "succeeded",
+        {"training_run_id": 2, "model_version": "v2"},
+        1.0,
+    )
+    assert job.progress_message is not None and "model v2 (candidate)" in job.progress_message
+
     predictions = asyncio.run(_predict(held_back))
 
-    assert predictions["model_version"] == "v1"
+    assert predictions["model_version"] == "v1"  # v2 is a candidate until promoted
     assert len(predictions["predictions"]) == len(held_back)
     for prediction in predictions["predictions"]:
         genres = prediction["genres"]
@@ -72,6 +87,22 @@ def test_thin_path_from_folder_to_prediction(
         assert probabilities == sorted(probabilities, reverse=True)
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
         assert prediction["top_genre"] == genres[0]["genre"]
+
+
+async def _train_through_the_queue() -> Job:
+    """What `POST /v1/training-runs` and `sleeve worker train` do together."""
+    from sleeve_trainer.jobs import train_handler
+
+    async with open_runtime(load_settings()) as runtime:
+        queue = JobQueue(runtime.db, lease_seconds=60)
+        request = TrainRequest(dataset="thin", epochs=1, batch_size=16)
+        job_id = await queue.enqueue(kind="train", payload=request.model_dump(mode="json"))
+        handlers = {"train": train_handler(runtime)}
+        ran = await run_worker(
+            queue, handlers, owner="e2e", poll_seconds=0.1, stop=asyncio.Event(), max_jobs=1
+        )
+        assert ran == 1
+        return await queue.get(job_id)
 
 
 async def _predict(images: list[Path]) -> dict[str, object]:
