@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sleeve_common.genres import normalize_genre
+
 __all__ = ["IMPLEMENTED_SOURCES", "SOURCES", "ScrapeRequest", "Source", "TrainRequest"]
 
 Source = Literal["itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "mumu-csv", "folder"]
@@ -29,8 +31,12 @@ class ScrapeRequest(BaseModel):
     @field_validator("genres")
     @classmethod
     def _non_empty_genres(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and not all(g.strip() and len(g) <= 64 for g in value):
-            raise ValueError("genres must be non-empty names of at most 64 characters")
+        if value is None:
+            return None
+        for genre in value:
+            if len(genre) > 64:
+                raise ValueError(f"genre names are at most 64 characters, got {len(genre)}")
+            normalize_genre(genre)  # raises for names without letters or digits
         return value
 
     @model_validator(mode="after")

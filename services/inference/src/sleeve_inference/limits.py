@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sleeve_inference.errors import error_body
@@ -9,8 +10,12 @@ from sleeve_inference.errors import error_body
 __all__ = ["BodySizeLimit"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from ``receive``. An HTTPException, so a route parsing the body passes it on as
+    a 413 (FastAPI turns any other error while reading a body into a 400)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is over {max_bytes} bytes")
 
 
 class BodySizeLimit:
@@ -37,7 +42,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sleeve_common.cli_args import bounded, genre_list
 from sleeve_common.payloads import SOURCES, ScrapeRequest
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
@@ -12,24 +13,7 @@ from sleeve_common.settings import Settings
 
 from sleeve_scraper.scrape import run_scrape
 
-__all__ = ["positive_int", "register"]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def genre_list(text: str) -> tuple[str, ...]:
-    genres = tuple(g.strip() for g in text.split(",") if g.strip())
-    if not genres:
-        raise argparse.ArgumentTypeError("give at least one genre, e.g. rock,pop")
-    return genres
+__all__ = ["register"]
 
 
 def register(commands: Any) -> None:
@@ -38,9 +22,9 @@ def register(commands: Any) -> None:
     scrape.add_argument("--source", required=True, choices=SOURCES)
     scrape.add_argument("--path", help="folder (DIR/<genre>/<file>) or label file to read")
     scrape.add_argument("--genres", type=genre_list, help="comma-separated genres to keep")
-    scrape.add_argument("--per-genre", type=positive_int, help="at most N covers per genre")
+    scrape.add_argument("--per-genre", type=bounded(int, 1), help="at most N covers per genre")
     scrape.add_argument(
-        "--resume", type=positive_int, metavar="RUN", help="continue scrape run RUN"
+        "--resume", type=bounded(int, 1), metavar="RUN", help="continue scrape run RUN"
     )
     scrape.set_defaults(command_fn=_scrape)
 

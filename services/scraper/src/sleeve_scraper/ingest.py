@@ -87,21 +87,27 @@ class Ingester:
             return await self._reject(candidate, genre, sha, str(exc))
         key = cover_key(sha, decoded.extension)
         await self._store.put(key, data)
-        album = Album(
-            source=candidate.source,
-            source_id=candidate.source_id,
-            artist=candidate.artist,
-            title=candidate.title,
-            cover_url=candidate.cover_url,
+        album = self._album(
+            candidate,
             cover_key=key,
             content_sha256=sha,
             perceptual_hash=decoded.perceptual_hash,
             width=decoded.width,
             height=decoded.height,
             status="accepted",
-            scrape_run_id=self._run_id,
         )
         return await self._insert(album, candidate, genre, Outcome.ADDED)
+
+    def _album(self, candidate: Candidate, **fields: object) -> Album:
+        return Album(
+            source=candidate.source,
+            source_id=candidate.source_id,
+            artist=candidate.artist,
+            title=candidate.title,
+            cover_url=candidate.cover_url,
+            scrape_run_id=self._run_id,
+            **fields,
+        )
 
     def _decode(self, data: bytes) -> _Decoded:
         image = open_image(data, max_pixels=self._max_pixels)
@@ -117,16 +123,8 @@ class Ingester:
     ) -> Outcome:
         if sha is not None and await self._label_existing(candidate, genre, sha):
             return Outcome.DUPLICATE
-        album = Album(
-            source=candidate.source,
-            source_id=candidate.source_id,
-            artist=candidate.artist,
-            title=candidate.title,
-            cover_url=candidate.cover_url,
-            content_sha256=sha,
-            status="rejected",
-            reject_reason=reason[:2000],
-            scrape_run_id=self._run_id,
+        album = self._album(
+            candidate, content_sha256=sha, status="rejected", reject_reason=reason[:2000]
         )
         return await self._insert(album, candidate, genre, Outcome.REJECTED)
 

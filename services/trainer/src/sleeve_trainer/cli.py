@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sleeve_common.cli_args import bounded, genre_list, name
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
@@ -19,81 +20,54 @@ _DEFAULTS = TrainRequest(dataset="defaults")
 _SPLIT_DEFAULTS = SplitSpec()
 
 
-def _bounded(kind: type, low: float, high: float | None = None) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
-        return value
-
-    return parse
-
-
-def _name(text: str) -> str:
-    if not (1 <= len(text) <= 128) or not all(c.isalnum() or c in "-_." for c in text):
-        raise argparse.ArgumentTypeError("dataset names are 1-128 letters, digits, '-', '_' or '.'")
-    return text
-
-
-def _genres(text: str) -> tuple[str, ...]:
-    genres = tuple(g.strip() for g in text.split(",") if g.strip())
-    if not genres:
-        raise argparse.ArgumentTypeError("give at least one genre, e.g. rock,pop")
-    return genres
-
-
 def register(commands: Any) -> None:
     """Add the trainer's subcommands to the ``sleeve`` parser."""
     dataset = commands.add_parser("dataset", help="build and list datasets").add_subparsers(
         metavar="ACTION"
     )
     build = dataset.add_parser("build", help="deduplicated, stratified train/val/test split")
-    build.add_argument("--name", required=True, type=_name)
-    build.add_argument("--genres", type=_genres, help="comma-separated genres (default: all)")
+    build.add_argument("--name", required=True, type=name)
+    build.add_argument("--genres", type=genre_list, help="comma-separated genres (default: all)")
     build.add_argument(
-        "--min-per-genre", type=_bounded(int, 1), default=_SPLIT_DEFAULTS.min_per_genre
+        "--min-per-genre", type=bounded(int, 1), default=_SPLIT_DEFAULTS.min_per_genre
     )
-    build.add_argument("--max-per-genre", type=_bounded(int, 1))
+    build.add_argument("--max-per-genre", type=bounded(int, 1))
     build.add_argument(
-        "--val-fraction", type=_bounded(float, 0.01, 0.5), default=_SPLIT_DEFAULTS.val_fraction
+        "--val-fraction", type=bounded(float, 0.01, 0.5), default=_SPLIT_DEFAULTS.val_fraction
     )
     build.add_argument(
-        "--test-fraction", type=_bounded(float, 0.01, 0.5), default=_SPLIT_DEFAULTS.test_fraction
+        "--test-fraction", type=bounded(float, 0.01, 0.5), default=_SPLIT_DEFAULTS.test_fraction
     )
-    build.add_argument("--seed", type=_bounded(int, 0), default=_SPLIT_DEFAULTS.seed)
+    build.add_argument("--seed", type=bounded(int, 0), default=_SPLIT_DEFAULTS.seed)
     build.set_defaults(command_fn=_dataset_build)
     dataset.add_parser("list", help="list datasets").set_defaults(command_fn=_dataset_list)
 
     train = commands.add_parser("train", help="train, evaluate, export and register a model")
-    train.add_argument("--dataset", required=True, type=_name)
-    train.add_argument("--epochs", type=_bounded(int, 1, 1000), default=_DEFAULTS.epochs)
+    train.add_argument("--dataset", required=True, type=name)
+    train.add_argument("--epochs", type=bounded(int, 1, 1000), default=_DEFAULTS.epochs)
     train.add_argument(
         "--fine-tune-epochs",
-        type=_bounded(int, 0, 1000),
+        type=bounded(int, 0, 1000),
         default=_DEFAULTS.fine_tune_epochs,
         help="phase 2: epochs with the top blocks unfrozen (slow on a CPU)",
     )
     train.add_argument(
-        "--learning-rate", type=_bounded(float, 1e-7, 0.5), default=_DEFAULTS.learning_rate
+        "--learning-rate", type=bounded(float, 1e-7, 0.5), default=_DEFAULTS.learning_rate
     )
     train.add_argument(
         "--fine-tune-learning-rate",
-        type=_bounded(float, 1e-8, 0.1),
+        type=bounded(float, 1e-8, 0.1),
         default=_DEFAULTS.fine_tune_learning_rate,
     )
     train.add_argument(
-        "--unfreeze-blocks", type=_bounded(int, 1, 16), default=_DEFAULTS.unfreeze_blocks
+        "--unfreeze-blocks", type=bounded(int, 1, 16), default=_DEFAULTS.unfreeze_blocks
     )
-    train.add_argument("--dropout", type=_bounded(float, 0.0, 0.9), default=_DEFAULTS.dropout)
-    train.add_argument("--batch-size", type=_bounded(int, 1, 1024), default=_DEFAULTS.batch_size)
+    train.add_argument("--dropout", type=bounded(float, 0.0, 0.9), default=_DEFAULTS.dropout)
+    train.add_argument("--batch-size", type=bounded(int, 1, 1024), default=_DEFAULTS.batch_size)
     train.add_argument(
         "--no-flip", dest="flip_augment", action="store_false", help="no flip augmentation"
     )
-    train.add_argument("--seed", type=_bounded(int, 0), default=_DEFAULTS.seed)
+    train.add_argument("--seed", type=bounded(int, 0), default=_DEFAULTS.seed)
     train.set_defaults(command_fn=_train)
 
 

@@ -47,7 +47,14 @@ class FolderSource:
             )
         listed: list[tuple[str, Path]] = []
         for folder in folders:
-            if genres is not None and normalize_genre(folder.name) not in genres:
+            try:
+                genre = normalize_genre(folder.name)
+            except ValueError:
+                raise SourceError(
+                    f"sub-folder {folder.name!r} of {self._root} is not a genre name "
+                    "(it needs letters or digits)"
+                ) from None
+            if genres is not None and genre not in genres:
                 continue
             files = sorted(
                 p for p in folder.rglob("*") if not p.name.startswith(".") and _is_file(p)
