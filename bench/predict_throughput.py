@@ -66,6 +66,7 @@ def rate(images: int, seconds: float) -> str:
 
 def bench_raw(onnx: Path, batches: list[int], seconds: float) -> None:
     import onnxruntime as ort
+
     from sleeve_inference.model import choose_providers
 
     session = ort.InferenceSession(str(onnx), providers=choose_providers(None))
@@ -94,6 +95,7 @@ async def bench_http(
 ) -> None:
     import httpx
     import uvicorn
+
     from sleeve_common.db import upgrade_database
     from sleeve_common.registry import register_model_version
     from sleeve_common.runtime import open_runtime

@@ -11,19 +11,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 from servers import S3Server, embedded_postgres, seaweedfs_s3
+from sqlalchemy.engine import make_url
+from support import make_settings
+
 from sleeve_common.db import Database, upgrade_database
 from sleeve_common.runtime import Runtime, open_runtime
-from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore, ObstoreStore
-from sqlalchemy.engine import make_url
 
 # TensorFlow's C++ start-up chatter hides test output; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-KIT = REPO_ROOT.parent / "shared"
-DISCOGS5 = KIT / "datasets" / "discogs5"
-BASE_WEIGHTS = KIT / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.h5"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -99,19 +95,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
         access_key_id=server.access_key,
         secret_access_key=server.secret_key,
     )
-
-
-def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
-    """Settings for a test: its own database, local store and data folder."""
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "store_url": f"file://{tmp_path / 'store'}",
-        "data_dir": tmp_path / "var",
-        "base_weights": str(BASE_WEIGHTS),
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from sleeve_common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,14 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from conftest import BASE_WEIGHTS, DISCOGS5
+from support import BASE_WEIGHTS, DISCOGS5
+
 from sleeve_common.cli import main
 from sleeve_common.jobs import JobQueue
 from sleeve_common.models import Job
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.runtime import open_runtime
-from sleeve_common.worker import run_worker
 from sleeve_common.settings import load_settings
+from sleeve_common.worker import run_worker
 
 GENRES = ("Country", "Electronic", "HipHop", "Pop", "Rock")
 PER_GENRE = 8

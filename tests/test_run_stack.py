@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import DISCOGS5
+from support import DISCOGS5
 
 API_KEY = "run-stack-test-key-0123456789"
 

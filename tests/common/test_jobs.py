@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from sleeve_common.db import Database
 from sleeve_common.exceptions import LeaseLost, NotFound
 from sleeve_common.jobs import JobQueue, JobStatus

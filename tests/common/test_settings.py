@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sleeve_common.exceptions import ConfigError
 from sleeve_common.settings import load_settings
 

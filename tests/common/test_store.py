@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from servers import S3Server
+
 from sleeve_common.exceptions import InvalidKey, ObjectNotFound, StoreError, StoreUnavailable
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore, ObstoreStore, cover_key, open_store

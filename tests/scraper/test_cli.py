@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import DISCOGS5
+from support import DISCOGS5
+
 from sleeve_common.cli import main
 
 

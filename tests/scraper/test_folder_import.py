@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DISCOGS5, make_settings
 from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy import select
+from support import DISCOGS5, make_settings
+
 from sleeve_common.db import Database
 from sleeve_common.genres import normalize_genre
 from sleeve_common.models import Album, ScrapeRun
@@ -29,7 +31,6 @@ from sleeve_common.runtime import Runtime
 from sleeve_common.store import ObjectStore, cover_key
 from sleeve_scraper.exceptions import RunStateError, SourceError
 from sleeve_scraper.scrape import run_scrape
-from sqlalchemy import select
 
 GENRES = ("Country", "HipHop", "Rock")
 MAX_COVER_BYTES = 64 * 1024

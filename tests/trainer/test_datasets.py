@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 
 import pytest
+
 from sleeve_common.db import Database
 from sleeve_common.exceptions import Conflict, NotFound
 from sleeve_common.models import Album, AlbumLabel

@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 import tf2onnx
+
 from sleeve_common.images import decode_image, to_model_input
 from sleeve_trainer.embeddings import (
     EmbeddingCache,

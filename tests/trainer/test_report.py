@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+
 from sleeve_trainer.report import (
     combine_histories,
     evaluate,

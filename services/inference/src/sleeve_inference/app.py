@@ -8,9 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
-
 from sleeve_inference.errors import install_error_handlers
 from sleeve_inference.limits import BodySizeLimit
 from sleeve_inference.metrics import Metrics
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
             holder = ModelHolder(runtime, cache_dir=settings.data_dir / "cache" / "models")
-            await holder.refresh()
+            await holder.refresh_or_log()
             if holder.current is None:
                 logger.warning("no model to serve yet: %s", holder.last_error)
             app.state.runtime = runtime
@@ -59,11 +59,14 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.middleware("http")(metrics.middleware)
+    # The last added runs first. The size limit sits inside the metrics middleware, so a
+    # route reading the body gets its 413 directly (a BaseHTTPMiddleware between them would
+    # wrap it in an ExceptionGroup, which FastAPI answers with a 400), and refusals are counted.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes * settings.max_images_per_request + _MULTIPART_OVERHEAD,
     )
+    app.middleware("http")(metrics.middleware)
     for module in (predict, models, work, health, page):
         app.include_router(module.router)
     return app
@@ -73,7 +76,4 @@ async def _keep_fresh(holder: ModelHolder) -> None:
     """Pick up a newly promoted model without a restart."""
     while True:
         await asyncio.sleep(_MODEL_REFRESH_S)
-        try:
-            await holder.refresh()
-        except Exception:
-            logger.exception("model refresh failed; still serving the previous model")
+        await holder.refresh_or_log()

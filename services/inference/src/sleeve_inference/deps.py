@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
-
 from sleeve_inference.errors import ApiError
 from sleeve_inference.model import ModelHolder
 

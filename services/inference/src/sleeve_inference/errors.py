@@ -12,6 +12,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from sleeve_common.exceptions import (
     Conflict,
     DatabaseUnavailable,
@@ -20,7 +22,6 @@ from sleeve_common.exceptions import (
     StoreUnavailable,
 )
 from sleeve_common.images import InvalidImage
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["ApiError", "error_body", "install_error_handlers"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from sleeve_common.exceptions import NotFound
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import resolve_serving_version
@@ -99,8 +100,16 @@ class ModelHolder:
     async def get(self) -> LoadedModel | None:
         """The served model; if none is loaded yet, look in the registry (rate-limited)."""
         if self._current is None and time.monotonic() - self._last_refresh >= self._min_refresh_s:
-            await self.refresh()
+            await self.refresh_or_log()
         return self._current
+
+    async def refresh_or_log(self) -> None:
+        """``refresh()`` for the server: a model that cannot be loaded is logged and reported
+        through ``last_error`` (readiness, 503 answers) instead of taking the server down."""
+        try:
+            await self.refresh()
+        except Exception:
+            logger.exception("could not load the model to serve; keeping what is loaded")
 
     async def refresh(self) -> LoadedModel | None:
         """Load the version the registry says to serve, if it is not the one loaded."""
@@ -115,7 +124,11 @@ class ModelHolder:
                 return self._current
             if self._current is not None and self._current.version == row.version:
                 return self._current
-            self._current = await self._load(row)
+            try:
+                self._current = await self._load(row)
+            except Exception as exc:
+                self.last_error = f"model {row.version} could not be loaded: {exc}"
+                raise
             self.last_error = None
             logger.info("serving model %s on %s", row.version, ", ".join(self._current.providers))
             return self._current

@@ -10,7 +10,6 @@ from sleeve_common.payloads import SOURCES, ScrapeRequest
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
-
 from sleeve_scraper.scrape import run_scrape
 
 __all__ = ["register"]

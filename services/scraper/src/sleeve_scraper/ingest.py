@@ -12,13 +12,14 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from sleeve_common.db import Database
 from sleeve_common.genres import normalize_genre
 from sleeve_common.images import InvalidImage, open_image, perceptual_hash
 from sleeve_common.models import Album, AlbumLabel
 from sleeve_common.store import ObjectStore, cover_key
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 __all__ = ["Candidate", "Ingester", "Outcome"]
 

@@ -8,7 +8,6 @@ from sleeve_common.payloads import ScrapeRequest
 from sleeve_common.progress import ThrottledProgress
 from sleeve_common.runtime import Runtime
 from sleeve_common.worker import Handler, JobContext
-
 from sleeve_scraper.scrape import run_scrape
 
 __all__ = ["scrape_handler"]

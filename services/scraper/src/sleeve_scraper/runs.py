@@ -7,7 +7,6 @@ from typing import Any
 
 from sleeve_common.db import Database
 from sleeve_common.models import ScrapeRun, utcnow
-
 from sleeve_scraper.exceptions import RunStateError
 from sleeve_scraper.ingest import Outcome
 

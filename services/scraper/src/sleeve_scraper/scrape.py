@@ -10,7 +10,6 @@ from sleeve_common.genres import normalize_genre
 from sleeve_common.payloads import IMPLEMENTED_SOURCES, ScrapeRequest
 from sleeve_common.progress import ProgressSink
 from sleeve_common.runtime import Runtime
-
 from sleeve_scraper.exceptions import SourceError
 from sleeve_scraper.ingest import Ingester
 from sleeve_scraper.runs import RunCounters, finish_run, open_run, save_progress

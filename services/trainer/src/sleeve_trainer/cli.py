@@ -10,7 +10,6 @@ from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
-
 from sleeve_trainer.datasets import SplitSpec, build_dataset, list_datasets
 from sleeve_trainer.training import run_training
 

@@ -12,12 +12,12 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from sleeve_common.db import Database
 from sleeve_common.exceptions import Conflict, NotFound
 from sleeve_common.genres import normalize_genre
 from sleeve_common.models import Album, AlbumLabel, Dataset, DatasetMember
-from sqlalchemy import select
-
 from sleeve_trainer.exceptions import DatasetTooSmall
 
 __all__ = [

@@ -8,7 +8,6 @@ from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ThrottledProgress
 from sleeve_common.runtime import Runtime
 from sleeve_common.worker import Handler, JobContext
-
 from sleeve_trainer.training import run_training
 
 __all__ = ["train_handler"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import keras
-from sleeve_common.images import MODEL_INPUT_SIZE
 
+from sleeve_common.images import MODEL_INPUT_SIZE
 from sleeve_trainer.exceptions import TrainerError
 
 __all__ = [

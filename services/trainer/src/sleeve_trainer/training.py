@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from sleeve_common.images import MODEL_INPUT_SIZE, decode_image, to_model_input
 from sleeve_common.models import TrainingRun, utcnow
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ProgressSink
 from sleeve_common.registry import register_model_version
 from sleeve_common.runtime import Runtime
-
 from sleeve_trainer.datasets import DatasetMemberRow, dataset_members
 from sleeve_trainer.exceptions import DatasetTooSmall
 

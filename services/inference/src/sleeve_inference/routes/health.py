@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sleeve_common.exceptions import DatabaseUnavailable, StoreUnavailable
 
+from sleeve_common.exceptions import DatabaseUnavailable, StoreUnavailable
 from sleeve_inference.deps import ModelsDep, RuntimeDep
 
 __all__ = ["router"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import get_model_version, list_model_versions, promote
-
 from sleeve_inference.deps import ApiKey, ModelsDep, RuntimeDep
 from sleeve_inference.errors import ApiError
 from sleeve_inference.schemas import ModelDetail, ModelSummary

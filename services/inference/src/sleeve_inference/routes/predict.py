@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
-from sleeve_common.images import InvalidImage, decode_image, to_model_input
 
+from sleeve_common.images import InvalidImage, decode_image, to_model_input
 from sleeve_inference.deps import ModelsDep, SettingsDep
 from sleeve_inference.errors import ApiError
 from sleeve_inference.model import LoadedModel

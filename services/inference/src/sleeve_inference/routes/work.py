@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
+
 from sleeve_common.jobs import JobQueue
 from sleeve_common.models import Job
 from sleeve_common.payloads import ScrapeRequest, TrainRequest
-
 from sleeve_inference.deps import ApiKey, RuntimeDep
 from sleeve_inference.errors import ApiError
 from sleeve_inference.schemas import JobAccepted, JobView

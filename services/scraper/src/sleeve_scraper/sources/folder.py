@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from sleeve_common.genres import normalize_genre
-
 from sleeve_scraper.exceptions import SourceError
 from sleeve_scraper.ingest import Candidate
 from sleeve_scraper.sources import Found

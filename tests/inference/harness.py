@@ -1,0 +1,130 @@
+"""The tiny real ONNX model the API tests serve, and how to register and serve it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from sleeve_common.db import Database
+from sleeve_common.models import ModelVersion
+from sleeve_common.registry import register_model_version
+from sleeve_common.store import ObjectStore
+
+LABELS = ["country", "rock", "pop"]
+API_KEY = "a-real-test-key-1234567890"
+INPUT_SPEC: dict[str, Any] = {
+    "name": "image",
+    "dtype": "uint8",
+    "shape": [None, 224, 224, 3],
+    "layout": "NHWC",
+    "output": "probabilities",
+}
+METRICS = {"accuracy": 0.5, "macro_f1": 0.4}
+# Limits small enough to pass in a test, large enough for a real 300x300 cover.
+LIMITS: dict[str, Any] = {
+    "max_upload_bytes": 200_000,
+    "max_images_per_request": 4,
+    "max_image_pixels": 1_000_000,
+}
+# Mean channel value (0..255) → logit: R → country, G → rock, B → pop. The bias breaks
+# ties on grey images in favour of rock.
+_WEIGHT = np.array([[0.02, 0.0, 0.0], [0.0, 0.02, 0.0], [0.0, 0.0, 0.02]], dtype=np.float32)
+_BIAS = np.array([0.0, 0.1, -0.1], dtype=np.float32)
+
+
+def build_onnx_model(bias: np.ndarray = _BIAS) -> bytes:
+    """The tiny colour classifier as ONNX bytes (opset 17, dynamic batch).
+
+    Another ``bias`` gives another model (other bytes, other sha256), same labels.
+    """
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["pixels"], ["means"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["means", "weight"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        name="colour_classifier",
+        inputs=[helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 224, 224, 3])],
+        outputs=[
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(LABELS)])
+        ],
+        initializer=[
+            numpy_helper.from_array(_WEIGHT, "weight"),
+            numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="sleeve-tests"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
+    """A solid-colour PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: ModelVersion
+    onnx: bytes
+
+
+async def register_model(
+    db: Database,
+    store: ObjectStore,
+    *,
+    bias: np.ndarray = _BIAS,
+    stored_onnx: bytes | None = None,
+) -> Registered:
+    """Store the tiny model and a confusion-matrix PNG and register them.
+
+    ``stored_onnx`` puts other bytes under the key than the ones the registry's sha256
+    describes (a tampered or corrupted store).
+    """
+    data = build_onnx_model(bias)
+    sha = hashlib.sha256(data).hexdigest()
+    onnx_key = f"models/{sha[:16]}/model.onnx"
+    png_key = f"models/{sha[:16]}/confusion-matrix.png"
+    await store.put(onnx_key, data if stored_onnx is None else stored_onnx)
+    await store.put(png_key, image_bytes((255, 255, 255), (32, 32)))
+    version = await register_model_version(
+        db=db,
+        training_run_id=None,
+        labels=list(LABELS),
+        input_spec=INPUT_SPEC,
+        metrics=METRICS,
+        onnx_key=onnx_key,
+        onnx_sha256=sha,
+        onnx_bytes=len(data),
+        report_keys={"confusion_matrix": png_key},
+    )
+    return Registered(version=version, onnx=data)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client over ``app`` with its lifespan (startup and shutdown) running."""
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        yield client

@@ -1,0 +1,609 @@
+"""The inference HTTP API end to end: a real app, lifespan running, a real ONNX model.
+
+Every test runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from support import DISCOGS5, make_settings
+
+from sleeve_common.db import Database
+from sleeve_common.registry import promote
+from sleeve_common.runtime import Runtime
+from sleeve_common.settings import Settings
+from sleeve_common.store import ObjectStore
+from sleeve_inference.app import create_app
+from sleeve_inference.model import ModelHolder, ModelIntegrityError
+
+from .harness import (
+    API_KEY,
+    INPUT_SPEC,
+    LABELS,
+    LIMITS,
+    METRICS,
+    Registered,
+    build_onnx_model,
+    image_bytes,
+    register_model,
+    serve,
+)
+
+RED = (255, 0, 0)
+GREEN = (0, 255, 0)
+BLUE = (0, 0, 255)
+# The whole request may hold max_images_per_request full files plus 64 KiB of multipart framing.
+BODY_LIMIT = LIMITS["max_upload_bytes"] * LIMITS["max_images_per_request"] + 64 * 1024
+
+
+def cover(genre: str, index: int = 0) -> Path:
+    """A real Discogs cover (read from the shared kit, never copied)."""
+    return sorted((DISCOGS5 / genre).glob("*.jpg"))[index]
+
+
+def upload(path: Path) -> tuple[str, tuple[str, bytes, str]]:
+    return ("files", (path.name, path.read_bytes(), "image/jpeg"))
+
+
+def png(name: str, colour: tuple[int, int, int]) -> tuple[str, tuple[str, bytes, str]]:
+    return ("files", (name, image_bytes(colour), "image/png"))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A small PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
+    """The JSON error shape, with its status, stable code and a message naming the problem."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"]
+    assert body["error"]["code"] == code, body
+    message = body["error"]["message"]
+    assert isinstance(message, str)
+    for fragment in fragments:
+        assert fragment in message, body
+
+
+async def assert_still_serving(api: httpx.AsyncClient) -> None:
+    """A good request right after a bad one is answered normally."""
+    response = await api.post("/v1/predict", files=[png("red.png", RED)])
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["top_genre"] == "country"
+
+
+# --- predict -------------------------------------------------------------------------------
+
+
+async def test_predict_one_real_cover(api: httpx.AsyncClient) -> None:
+    path = cover("Rock")
+    response = await api.post("/v1/predict", files=[upload(path)], params={"top_k": len(LABELS)})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "v1"
+    [prediction] = body["predictions"]
+    assert prediction["filename"] == path.name
+    genres = prediction["genres"]
+    assert sorted(g["genre"] for g in genres) == sorted(LABELS)
+    probabilities = [g["probability"] for g in genres]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 <= p <= 1 for p in probabilities)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert prediction["top_genre"] == genres[0]["genre"]
+    timing = body["timing"]
+    assert set(timing) == {"decode_ms", "inference_ms", "total_ms"}
+    assert all(value >= 0 for value in timing.values())
+    assert timing["total_ms"] >= timing["inference_ms"]
+
+
+async def test_predict_many_files_in_one_request(api: httpx.AsyncClient) -> None:
+    paths = [cover("Country"), cover("Pop"), cover("HipHop")]
+    files = [upload(p) for p in paths] + [png("blue.png", BLUE)]
+
+    response = await api.post("/v1/predict", files=files)
+
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["filename"] for p in predictions] == [*(p.name for p in paths), "blue.png"]
+    assert predictions[-1]["top_genre"] == "pop"
+    for prediction in predictions:
+        assert prediction["top_genre"] == prediction["genres"][0]["genre"]
+
+
+async def test_predict_answers_the_same_for_the_same_cover(api: httpx.AsyncClient) -> None:
+    path = cover("Electronic", 3)
+    alone = await api.post("/v1/predict", files=[upload(path)])
+    batched = await api.post("/v1/predict", files=[png("green.png", GREEN), upload(path)])
+
+    assert alone.status_code == batched.status_code == 200
+    assert batched.json()["predictions"][1] == alone.json()["predictions"][0]
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+async def test_top_k_limits_the_genres(api: httpx.AsyncClient, top_k: int) -> None:
+    response = await api.post(
+        "/v1/predict", files=[upload(cover("Pop")), png("red.png", RED)], params={"top_k": top_k}
+    )
+
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [len(p["genres"]) for p in predictions] == [top_k, top_k]
+    assert predictions[1]["genres"][0]["genre"] == "country"
+
+
+@pytest.mark.parametrize("top_k", [0, 101, -1])
+async def test_top_k_out_of_range_is_refused(api: httpx.AsyncClient, top_k: int) -> None:
+    response = await api.post("/v1/predict", files=[upload(cover("Pop"))], params={"top_k": top_k})
+
+    assert_error(response, 422, "invalid_request", "top_k")
+    await assert_still_serving(api)
+
+
+async def test_crafted_colours_get_their_genres(api: httpx.AsyncClient) -> None:
+    files = [png("red.png", RED), png("green.png", GREEN), png("blue.png", BLUE)]
+
+    response = await api.post("/v1/predict", files=files, params={"top_k": 1})
+
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["top_genre"] for p in predictions] == ["country", "rock", "pop"]
+    # Mean red 255 → logits (5.1, 0.1, -0.1) → softmax.
+    logits = np.array([5.1, 0.1, -0.1])
+    expected = float(np.exp(logits[0]) / np.exp(logits).sum())
+    assert predictions[0]["genres"][0]["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+# --- predict: bad input gets a precise 4xx and the server keeps answering --------------
+
+
+def _truncated_cover() -> bytes:
+    data = cover("Rock", 1).read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "content_type", "fragment"),
+    [
+        ("notes.txt", b"side A: a song\nside B: another\n", "text/plain", "not a recognised"),
+        ("empty.jpg", b"", "image/jpeg", "empty file"),
+        ("truncated.jpg", _truncated_cover(), "image/jpeg", "corrupt image"),
+        ("tiny.png", image_bytes(RED, (4, 4)), "image/png", "too small"),
+        # Over max_image_pixels (1,000,000) but under Pillow's own bomb limit.
+        ("big.png", png_header(2_000, 2_000), "image/png", "too large"),
+        # Far over Pillow's own bomb limit: refused before any pixel is decoded.
+        ("bomb.png", png_header(100_000, 100_000), "image/png", "too large"),
+    ],
+    ids=["text", "empty", "truncated-jpeg", "tiny", "over-max-pixels", "decompression-bomb"],
+)
+async def test_bad_image_is_refused(
+    api: httpx.AsyncClient, name: str, data: bytes, content_type: str, fragment: str
+) -> None:
+    files = [png("red.png", RED), ("files", (name, data, content_type))]
+
+    response = await api.post("/v1/predict", files=files)
+
+    assert_error(response, 422, "invalid_image", f"file 1 ({name!r})", fragment)
+    await assert_still_serving(api)
+
+
+async def test_file_over_max_upload_bytes_is_refused(api: httpx.AsyncClient) -> None:
+    data = cover("Rock").read_bytes()
+    data += b"\x00" * (LIMITS["max_upload_bytes"] + 1 - len(data))
+
+    response = await api.post("/v1/predict", files=[("files", ("huge.jpg", data, "image/jpeg"))])
+
+    assert_error(response, 413, "image_too_large", "huge.jpg", str(LIMITS["max_upload_bytes"]))
+    await assert_still_serving(api)
+
+
+async def test_more_files_than_allowed_is_refused(api: httpx.AsyncClient) -> None:
+    files = [png(f"{i}.png", RED) for i in range(LIMITS["max_images_per_request"] + 1)]
+
+    response = await api.post("/v1/predict", files=files)
+
+    assert_error(response, 413, "too_many_images", str(LIMITS["max_images_per_request"]))
+    await assert_still_serving(api)
+
+
+async def test_body_over_the_overall_limit_is_refused(api: httpx.AsyncClient) -> None:
+    # Each file is under max_upload_bytes; together they pass the request limit.
+    part = b"\x00" * (LIMITS["max_upload_bytes"] - 10)
+    files = [
+        ("files", (f"{i}.jpg", part, "image/jpeg"))
+        for i in range(LIMITS["max_images_per_request"] + 1)
+    ]
+
+    request = api.build_request("POST", "/v1/predict", files=files)
+    declared = int(request.headers["content-length"])
+    assert declared == len(request.read())
+    assert declared > BODY_LIMIT
+
+    response = await api.send(request)
+
+    assert_error(response, 413, "payload_too_large", str(BODY_LIMIT))
+    await assert_still_serving(api)
+    metrics = (await api.get("/metrics")).text
+    assert 'method="POST",route="unmatched",status="413"} 1.0' in metrics
+
+
+async def test_streamed_body_over_the_overall_limit_is_refused(api: httpx.AsyncClient) -> None:
+    """Without a Content-Length the limit is counted as the body arrives."""
+    boundary = "sleeve-test-boundary"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="files"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    total = LIMITS["max_upload_bytes"] * (LIMITS["max_images_per_request"] + 1)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(total // 65_536 + 1):
+            yield b"\x00" * 65_536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = await api.post(
+        "/v1/predict",
+        content=body(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "payload_too_large", str(BODY_LIMIT))
+    await assert_still_serving(api)
+
+
+async def test_request_without_files_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/v1/predict", files=[("image", ("red.png", image_bytes(RED), "image/png"))]
+    )
+
+    assert_error(response, 422, "invalid_request", "files")
+    await assert_still_serving(api)
+
+
+async def test_json_body_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/predict", json={"files": ["https://example.com/a.jpg"]})
+
+    assert_error(response, 422, "invalid_request", "files")
+    await assert_still_serving(api)
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+async def test_models_list_has_v1(api: httpx.AsyncClient, registered: Registered) -> None:
+    response = await api.get("/v1/models")
+
+    assert response.status_code == 200, response.text
+    [summary] = response.json()
+    assert summary["version"] == "v1"
+    assert summary["stage"] == "production"
+    assert summary["labels"] == LABELS
+    assert summary["accuracy"] == METRICS["accuracy"]
+    assert summary["macro_f1"] == METRICS["macro_f1"]
+
+
+async def test_model_detail_and_its_confusion_matrix(
+    api: httpx.AsyncClient, registered: Registered
+) -> None:
+    response = await api.get("/v1/models/v1")
+
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["labels"] == LABELS
+    assert detail["metrics"] == METRICS
+    assert detail["input_spec"] == INPUT_SPEC
+    assert detail["onnx_sha256"] == registered.version.onnx_sha256
+    assert detail["onnx_bytes"] == len(registered.onnx)
+    assert detail["training_curves_url"] is None
+    assert detail["confusion_matrix_url"].endswith("/v1/models/v1/confusion-matrix.png")
+
+    image = await api.get(detail["confusion_matrix_url"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_unknown_model_version_is_404(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get("/v1/models/v99"), 404, "not_found", "v99")
+    assert_error(await api.get("/v1/models/v99/confusion-matrix.png"), 404, "not_found", "v99")
+
+
+async def test_unknown_or_missing_model_image_is_404(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get("/v1/models/v1/secrets.png"), 404, "not_found", "secrets.png")
+    assert_error(
+        await api.get("/v1/models/v1/training-curves.png"), 404, "not_found", "training-curves"
+    )
+
+
+async def test_promote_needs_the_api_key(api: httpx.AsyncClient) -> None:
+    assert_error(await api.post("/v1/models/v1/promote"), 401, "unauthorized", "X-API-Key")
+    assert_error(
+        await api.post("/v1/models/v1/promote", headers={"X-API-Key": API_KEY + "x"}),
+        401,
+        "unauthorized",
+    )
+
+    response = await api.post("/v1/models/v1/promote", headers={"X-API-Key": API_KEY})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == "v1"
+    assert response.json()["stage"] == "production"
+
+
+async def test_promoting_a_new_version_serves_it(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore]
+) -> None:
+    # v2 favours pop by a wide margin, whatever the colour.
+    await register_model(*registry, bias=np.array([0.0, 0.0, 50.0]))
+    before = await api.post("/v1/predict", files=[png("red.png", RED)])
+    assert before.json()["model_version"] == "v1"
+
+    promoted = await api.post("/v1/models/v2/promote", headers={"X-API-Key": API_KEY})
+    assert promoted.status_code == 200, promoted.text
+
+    after = await api.post("/v1/predict", files=[png("red.png", RED)])
+    assert after.status_code == 200, after.text
+    assert after.json()["model_version"] == "v2"
+    assert after.json()["predictions"][0]["top_genre"] == "pop"
+    stages = {m["version"]: m["stage"] for m in (await api.get("/v1/models")).json()}
+    assert stages == {"v1": "archived", "v2": "production"}
+
+
+async def test_promoting_an_unknown_version_is_404(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/models/v7/promote", headers={"X-API-Key": API_KEY})
+
+    assert_error(response, 404, "not_found", "v7")
+
+
+async def test_writes_are_off_without_an_api_key(tmp_path: Path, database_url: str) -> None:
+    app = create_app(make_settings(tmp_path, database_url, **LIMITS))
+    async with serve(app) as api:
+        for path, body in [
+            ("/v1/models/v1/promote", None),
+            ("/v1/training-runs", {"dataset": "discogs5"}),
+            ("/v1/scrape-runs", {"source": "folder", "path": "/data/covers"}),
+        ]:
+            response = await api.post(path, json=body, headers={"X-API-Key": API_KEY})
+            assert_error(response, 403, "writes_disabled", "SLEEVE_API_KEY")
+
+
+# --- work: training and scrape runs --------------------------------------------------------
+
+KEY = {"X-API-Key": API_KEY}
+
+
+async def test_training_run_is_queued_and_shown(api: httpx.AsyncClient) -> None:
+    request = {"dataset": "discogs5", "epochs": 3, "learning_rate": 0.002}
+
+    created = await api.post("/v1/training-runs", json=request, headers=KEY)
+
+    assert created.status_code == 202, created.text
+    accepted = created.json()
+    assert accepted["status"] == "queued"
+    assert accepted["url"].endswith(f"/v1/training-runs/{accepted['id']}")
+    shown = await api.get(accepted["url"])
+    assert shown.status_code == 200, shown.text
+    job = shown.json()
+    assert job["id"] == accepted["id"]
+    assert job["kind"] == "train"
+    assert job["status"] == "queued"
+    assert job["progress"] == 0
+    assert job["result"] is None
+    assert job["error"] is None
+    assert job["started_at"] is None
+    assert {k: job["request"][k] for k in request} == request
+    assert job["request"]["fine_tune_epochs"] == 0  # defaults are filled in
+
+
+async def test_training_run_needs_the_api_key(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/training-runs", json={"dataset": "discogs5"})
+
+    assert_error(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"dataset": "discogs5", "epochs": 0}, "epochs"),
+        ({"dataset": "discogs5", "shuffle_labels": True}, "shuffle_labels"),
+        ({"dataset": "../etc/passwd"}, "dataset"),
+        ({"dataset": "covers/discogs5"}, "dataset"),
+        ({}, "dataset"),
+    ],
+    ids=["epochs-0", "unknown-field", "dotdot-dataset", "slash-dataset", "no-dataset"],
+)
+async def test_invalid_training_request_is_refused(
+    api: httpx.AsyncClient, body: dict[str, object], fragment: str
+) -> None:
+    response = await api.post("/v1/training-runs", json=body, headers=KEY)
+
+    assert_error(response, 422, "invalid_request", fragment)
+
+
+async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient) -> None:
+    created = await api.post(
+        "/v1/scrape-runs", json={"source": "folder", "path": "/data/covers"}, headers=KEY
+    )
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+
+    shown = await api.get(f"/v1/scrape-runs/{job_id}")
+    assert shown.status_code == 200
+    assert shown.json()["kind"] == "scrape"
+    assert shown.json()["request"]["path"] == "/data/covers"
+    assert_error(await api.get(f"/v1/training-runs/{job_id}"), 404, "not_found", str(job_id))
+
+
+async def test_unknown_job_is_404(api: httpx.AsyncClient) -> None:
+    assert_error(await api.get("/v1/training-runs/424242"), 404, "not_found")
+    assert_error(await api.get("/v1/scrape-runs/424242"), 404, "not_found")
+
+
+async def test_folder_scrape_without_path_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/scrape-runs", json={"source": "folder"}, headers=KEY)
+
+    assert_error(response, 422, "invalid_request", "path")
+
+
+# --- health, readiness, metrics ------------------------------------------------------------
+
+
+async def test_healthz(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_with_a_model(api: httpx.AsyncClient) -> None:
+    response = await api.get("/readyz")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "store": "ok", "model": "ok (v1)"},
+    }
+
+
+async def test_no_model_then_a_model_is_registered(
+    settings: Settings, registry: tuple[Database, ObjectStore]
+) -> None:
+    app = create_app(settings)
+    async with serve(app) as api:
+        ready = await api.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "not ready"
+        assert ready.json()["checks"]["database"] == "ok"
+        assert ready.json()["checks"]["store"] == "ok"
+        assert "no model" in ready.json()["checks"]["model"]
+        assert_error(
+            await api.post("/v1/predict", files=[png("red.png", RED)]),
+            503,
+            "model_not_loaded",
+            "no model",
+        )
+        assert (await api.get("/healthz")).status_code == 200
+
+        await register_model(*registry)
+        await app.state.models.refresh()
+
+        response = await api.post("/v1/predict", files=[png("red.png", RED)])
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == "v1"
+        assert response.json()["predictions"][0]["top_genre"] == "country"
+        assert (await api.get("/readyz")).status_code == 200
+
+
+async def test_metrics_count_requests_and_images(api: httpx.AsyncClient) -> None:
+    files = [png("red.png", RED), upload(cover("Country"))]
+    assert (await api.post("/v1/predict", files=files)).status_code == 200
+
+    response = await api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "sleeve_http_requests_total" in text
+    assert 'sleeve_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0' in text
+    assert "sleeve_images_predicted_total 2.0" in text
+
+
+# --- page and docs -------------------------------------------------------------------------
+
+
+async def test_page_has_an_upload_form(api: httpx.AsyncClient) -> None:
+    response = await api.get("/")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'type="file"' in response.text
+
+
+async def test_openapi_and_docs(api: httpx.AsyncClient) -> None:
+    spec = await api.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert "/v1/predict" in paths
+    assert {"/v1/models", "/v1/training-runs", "/readyz"} <= set(paths)
+
+    docs = await api.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+
+
+# --- the model holder ----------------------------------------------------------------------
+
+
+async def test_tampered_onnx_is_not_served(runtime: Runtime, tmp_path: Path) -> None:
+    other = build_onnx_model(np.array([9.0, 0.0, 0.0]))
+    await register_model(runtime.db, runtime.store, stored_onnx=other)
+    cache = tmp_path / "cache"
+    holder = ModelHolder(runtime, cache_dir=cache)
+
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        await holder.refresh()
+
+    assert holder.current is None
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+async def test_tampered_new_version_keeps_the_old_one_served(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    await register_model(runtime.db, runtime.store)
+    holder = ModelHolder(runtime, cache_dir=tmp_path / "cache")
+    loaded = await holder.refresh()
+    assert loaded is not None
+    assert loaded.version == "v1"
+
+    bias = np.array([0.0, 0.0, 50.0])
+    await register_model(runtime.db, runtime.store, bias=bias, stored_onnx=build_onnx_model(-bias))
+    await promote(db=runtime.db, version="v2")
+
+    with pytest.raises(ModelIntegrityError):
+        await holder.refresh()
+    assert holder.current is loaded
+    red = np.zeros((1, 224, 224, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    assert LABELS[int(np.argmax(holder.current.predict(red)))] == "country"
+
+
+async def test_server_starts_even_when_the_production_model_is_tampered(
+    settings: Settings, registry: tuple[Database, ObjectStore]
+) -> None:
+    await register_model(*registry, stored_onnx=b"not the registered model")
+
+    async with serve(create_app(settings)) as api:
+        ready = await api.get("/readyz")
+        assert ready.status_code == 503
+        assert "model v1 could not be loaded" in ready.json()["checks"]["model"]
+        assert "sha256" in ready.json()["checks"]["model"]
+        answer = await api.post(
+            "/v1/predict", files=[("files", ("a.png", image_bytes(RED), "image/png"))]
+        )
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "model_not_loaded"
+        assert (await api.get("/healthz")).status_code == 200
