@@ -68,7 +68,7 @@ async def run_scrape(
             counters.cursor = item.cursor
             if counters.seen % _SAVE_EVERY == 0:
                 await save_progress(db=runtime.db, run_id=run_id, counters=counters)
-            fraction = counters.cursor.get("files_done", 0) / total if total else -1.0
+            fraction = counters.seen / total if total else -1.0
             await on_progress(fraction, f"run {run_id}: {counters.summary()}")
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
