@@ -5,6 +5,7 @@ Every test runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -607,3 +608,15 @@ async def test_server_starts_even_when_the_production_model_is_tampered(
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "model_not_loaded"
         assert (await api.get("/healthz")).status_code == 200
+
+
+async def test_swagger_ui_needs_no_outside_host(api: httpx.AsyncClient) -> None:
+    page = await api.get("/docs")
+    assert page.status_code == 200
+    assert "https://" not in page.text  # no CDN: works offline and behind firewalls
+    assets = re.findall(r'"(/static-offline-docs/[^"]+\.(?:js|css))"', page.text)
+    assert len(assets) == 2
+    for asset in assets:
+        response = await api.get(asset)
+        assert response.status_code == 200
+        assert len(response.content) > 10_000

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
@@ -49,7 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
             finally:
                 refresher.cancel()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files in the package: /docs works offline and behind firewalls.
+    app = FastAPIOffline(
         title="Sleeve",
         version="0.1.0",
         summary="Album genre from cover art",
