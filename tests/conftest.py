@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,15 +23,10 @@ from sleeve_common.store import ObjectStore, ObstoreStore
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, migrated database URL: a SQLite file, or a new database on the real PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'sleeve.db'}"
-        await asyncio.to_thread(upgrade_database, url)
-        yield url
-        return
-    server = make_url(request.getfixturevalue("postgres_url"))
+@contextlib.asynccontextmanager
+async def _fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, migrated database on the PostgreSQL server, dropped afterwards."""
+    server = make_url(server_url)
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(
         host=server.host,
@@ -47,6 +43,25 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database URL: a SQLite file, or a new database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'sleeve.db'}"
+        await asyncio.to_thread(upgrade_database, url)
+        yield url
+        return
+    async with _fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database on the real PostgreSQL (for tests that need only that one)."""
+    async with _fresh_postgres_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from servers import S3Server
 from support import BASE_WEIGHTS, DISCOGS5
 
 from sleeve_common.cli import main
@@ -40,17 +42,31 @@ def covers(tmp_path: Path) -> tuple[Path, list[Path]]:
     return folder, held_back
 
 
+@pytest.fixture(params=["embedded", "servers"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The embedded default (no settings: ./var), or a real PostgreSQL and S3 server."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SLEEVE_DATABASE_URL", "SLEEVE_STORE_URL", "SLEEVE_DATA_DIR", "SLEEVE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "servers":
+        monkeypatch.setenv("SLEEVE_DATABASE_URL", request.getfixturevalue("postgres_database_url"))
+        s3: S3Server = request.getfixturevalue("s3_server")
+        monkeypatch.setenv("SLEEVE_STORE_URL", f"s3://{s3.bucket}/e2e-{uuid.uuid4().hex[:8]}")
+        monkeypatch.setenv("SLEEVE_S3_ENDPOINT", s3.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    return str(request.param)
+
+
 @pytest.mark.slow
 def test_thin_path_from_folder_to_prediction(
+    stack: str,
     covers: tuple[Path, list[Path]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     folder, held_back = covers
-    monkeypatch.chdir(tmp_path)  # the embedded default lives under ./var
-    for name in ("SLEEVE_DATABASE_URL", "SLEEVE_STORE_URL", "SLEEVE_DATA_DIR", "SLEEVE_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SLEEVE_BASE_WEIGHTS", str(BASE_WEIGHTS))
     monkeypatch.setenv("SLEEVE_LOG_LEVEL", "WARNING")
 
@@ -66,8 +82,11 @@ def test_thin_path_from_folder_to_prediction(
     # Progress reached the terminal (the first and the final update always pass the throttle).
     assert "[train   0%] training run 1: fetching" in trained.err
     assert "[train 100%] training run 1 done: model v1 (production)" in trained.err
-    assert (tmp_path / "var" / "sleeve.db").is_file()
-    assert list((tmp_path / "var" / "store" / "models").rglob("model.onnx"))
+    if stack == "embedded":
+        assert (tmp_path / "var" / "sleeve.db").is_file()
+        assert list((tmp_path / "var" / "store" / "models").rglob("model.onnx"))
+    else:
+        assert not (tmp_path / "var" / "sleeve.db").exists()
 
     job = asyncio.run(_train_through_the_queue())
     assert (job.status, job.result, job.progress) == (
