@@ -94,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
     promote_parser.set_defaults(command_fn=_models_promote)
 
     worker = commands.add_parser("worker", help="run queued jobs of the given kinds")
-    worker.add_argument("kinds", nargs="+", choices=sorted(_job_handler_factories()) or None)
+    worker.add_argument("kinds", nargs="+", choices=_job_kinds() or None)
     worker.set_defaults(command_fn=_worker)
 
     run = commands.add_parser("run", help="start the whole stack (API + workers) on this machine")
@@ -103,6 +103,11 @@ def _build_parser() -> argparse.ArgumentParser:
     for entry in sorted(entry_points(group="sleeve.commands"), key=lambda e: e.name):
         entry.load()(commands)
     return parser
+
+
+def _job_kinds() -> list[str]:
+    """The job kinds installed services handle, read from package metadata (nothing imported)."""
+    return sorted(entry.name for entry in entry_points(group="sleeve.job_handlers"))
 
 
 def _job_handler_factories() -> dict[str, HandlerFactory]:
@@ -169,7 +174,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
 async def _run_stack(_args: argparse.Namespace, settings: Settings) -> int:
     """Migrate, then run the API and one worker per job kind as child processes."""
     await asyncio.to_thread(upgrade_database, settings.database_url)
-    children = [["serve"]] + [["worker", kind] for kind in sorted(_job_handler_factories())]
+    children = [["serve"]] + [["worker", kind] for kind in _job_kinds()]
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sleeve_common", *argv, env=os.environ.copy()
