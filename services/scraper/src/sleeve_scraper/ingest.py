@@ -122,8 +122,8 @@ class Ingester:
     async def _reject(
         self, candidate: Candidate, genre: str, sha: str | None, reason: str
     ) -> Outcome:
-        if sha is not None and await self._label_existing(candidate, genre, sha):
-            return Outcome.DUPLICATE
+        # No lookup of the bytes here: ``ingest`` did it just before, and a concurrent insert
+        # of the same bytes is caught by ``_insert``.
         album = self._album(
             candidate, content_sha256=sha, status="rejected", reject_reason=reason[:2000]
         )
