@@ -6,6 +6,7 @@ never imported as a module-level object.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -72,7 +73,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
     max_images_per_request: int = Field(default=32, ge=1, le=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=500_000_000)
+    max_request_pixels: int = Field(default=64_000_000, ge=10_000, le=2_000_000_000)
     ort_providers: str | None = None
+    # Serving core: dynamic batching and admission control (see docs/configuration.md).
+    batch_max_size: int = Field(default=8, ge=1, le=1024)
+    batch_max_delay_ms: float = Field(default=2.0, ge=0, le=1000)
+    queue_max_images: int = Field(default=128, ge=1, le=100_000)
+    request_deadline_s: float = Field(default=10.0, gt=0, le=600)
+    cpu_threads: int | None = Field(default=None, ge=1, le=1024)
+    # URL predictions: the SSRF guard's limits and the private networks it may reach anyway.
+    url_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    url_fetch_allowed_networks: str = ""
 
     # Scraper sources: base URLs (a mirror or a local fake) and polite rates (requests/s).
     itunes_base_url: str = "https://itunes.apple.com"
@@ -115,6 +127,22 @@ class Settings(BaseSettings):
         if value.startswith("s3://") and not value[len("s3://") :].split("/")[0]:
             raise ValueError("s3:// URL needs a bucket name")
         return value
+
+    @field_validator("url_fetch_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP network like 10.0.0.0/8") from None
+        return value
+
+    @property
+    def url_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Private networks that URL predictions may reach despite the SSRF guard."""
+        parts = (part.strip() for part in self.url_fetch_allowed_networks.split(","))
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
 
     @field_validator("api_key")
     @classmethod
