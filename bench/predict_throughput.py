@@ -67,7 +67,7 @@ def rate(images: int, seconds: float) -> str:
 def bench_raw(onnx: Path, batches: list[int], seconds: float) -> None:
     import onnxruntime as ort
 
-    from sleeve_inference.model import choose_providers
+    from sleeve_inference.predictor import choose_providers
 
     session = ort.InferenceSession(str(onnx), providers=choose_providers(None))
     rng = np.random.default_rng(0)
@@ -82,11 +82,11 @@ def bench_raw(onnx: Path, batches: list[int], seconds: float) -> None:
 
 
 def bench_decode(covers: list[bytes]) -> None:
-    from sleeve_common.images import decode_image, to_model_input
+    from sleeve_common.images import decode_model_input
 
     start = time.perf_counter()
     for data in covers:
-        to_model_input(decode_image(data))
+        decode_model_input(data)
     print(f"decode + resize (Pillow, 1 core)  : {rate(len(covers), time.perf_counter() - start)}")  # noqa: T201
 
 

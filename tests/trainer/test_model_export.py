@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 import tf2onnx
 
-from sleeve_common.images import decode_image, to_model_input
+from sleeve_common.images import decode_model_input
 from sleeve_trainer.embeddings import (
     EmbeddingCache,
     compute_embeddings,
@@ -51,7 +51,7 @@ class Covers:
         for label, (genre, count) in enumerate(zip(genres, COVERS_PER_GENRE, strict=True)):
             for path in sorted((DISCOGS5 / genre).glob("*.jpg"))[:count]:
                 data = path.read_bytes()
-                images.append(to_model_input(decode_image(data)))
+                images.append(decode_model_input(data))
                 labels.append(label)
                 keys.append(hashlib.sha256(data).hexdigest())
         self.genres = genres

@@ -2,7 +2,7 @@
 
 Pixel scaling lives inside the graph (``preprocess``), so the embedding path used in
 phase 1 and the exported classifier scale images identically, and clients send the
-uint8 arrays made by ``sleeve_common.images.to_model_input``.
+uint8 arrays made by ``sleeve_common.images.decode_model_input``.
 
 The base is always called with ``training=False``: the provided weights fold batch
 normalisation into the convolutions, so BN layers must keep their stored statistics.

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sleeve_common.images import MODEL_INPUT_SIZE, decode_image, to_model_input
+from sleeve_common.images import MODEL_INPUT_SIZE, decode_model_input
 from sleeve_common.models import TrainingRun, utcnow
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ProgressSink
@@ -190,7 +190,7 @@ def _train(
             raise DatasetTooSmall(f"the {name} split is empty; build the dataset from more covers")
 
     def pixels(sha: str) -> np.ndarray:
-        return to_model_input(decode_image(covers[sha]))
+        return decode_model_input(covers[sha])
 
     def images_of(rows: list[DatasetMemberRow]) -> np.ndarray:
         return np.stack([pixels(m.content_sha256) for m in rows])
