@@ -45,7 +45,7 @@ def _imported_after(module: str) -> set[str]:
             },
         ),
         (
-            ["sleeve_inference.app", "sleeve_inference.model"],
+            ["sleeve_inference.app", "sleeve_inference.model_holder"],
             {"tensorflow", "keras", "tf2onnx", "sleeve_trainer", "sleeve_scraper"},
         ),
         (

@@ -22,7 +22,7 @@ from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore
 from sleeve_inference.app import create_app
-from sleeve_inference.model import ModelHolder, ModelIntegrityError
+from sleeve_inference.model_holder import ModelHolder, ModelIntegrityError
 
 from .harness import (
     API_KEY,
@@ -113,7 +113,8 @@ async def test_predict_one_real_cover(api: httpx.AsyncClient) -> None:
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
     assert prediction["top_genre"] == genres[0]["genre"]
     timing = body["timing"]
-    assert set(timing) == {"decode_ms", "inference_ms", "total_ms"}
+    assert set(timing) == {"decode_ms", "inference_ms", "total_ms", "batch_size"}
+    assert timing["batch_size"] >= 1
     assert all(value >= 0 for value in timing.values())
     assert timing["total_ms"] >= timing["inference_ms"]
 
@@ -287,7 +288,7 @@ async def test_request_without_files_is_refused(api: httpx.AsyncClient) -> None:
 async def test_json_body_is_refused(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/predict", json={"files": ["https://example.com/a.jpg"]})
 
-    assert_error(response, 422, "invalid_request", "files")
+    assert_error(response, 415, "unsupported_media_type", "files", "image/jpeg")
     await assert_still_serving(api)
 
 

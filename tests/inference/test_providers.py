@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sleeve_inference.model import choose_providers
+from sleeve_inference.predictor import choose_providers
 
 
 def test_default_on_a_machine_without_a_gpu_is_cpu() -> None:

@@ -14,9 +14,12 @@ from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
 from sleeve_inference.errors import install_error_handlers
 from sleeve_inference.limits import BodySizeLimit
-from sleeve_inference.metrics import Metrics
-from sleeve_inference.model import ModelHolder
+from sleeve_inference.metrics import Metrics, MetricsMiddleware
+from sleeve_inference.model_holder import ModelHolder
+from sleeve_inference.request_ids import RequestIdMiddleware
 from sleeve_inference.routes import health, models, page, predict, work
+from sleeve_inference.serving import Serving
+from sleeve_inference.url_fetch import UrlFetcher
 
 __all__ = ["create_app"]
 
@@ -38,17 +41,28 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
-            holder = ModelHolder(runtime, cache_dir=settings.data_dir / "cache" / "models")
+            holder = ModelHolder(
+                runtime,
+                cache_dir=settings.data_dir / "cache" / "models",
+                threads=Serving.model_threads(settings),
+                on_change=metrics.serving,
+            )
             await holder.refresh_or_log()
             if holder.current is None:
                 logger.warning("no model to serve yet: %s", holder.last_error)
+            serving = Serving(settings, holder, metrics)
+            serving.start()
             app.state.runtime = runtime
             app.state.models = holder
+            app.state.serving = serving
+            app.state.url_fetcher = UrlFetcher.from_settings(settings)
             refresher = asyncio.create_task(_keep_fresh(holder))
             try:
                 yield
             finally:
                 refresher.cancel()
+                await app.state.url_fetcher.aclose()
+                await serving.aclose()
 
     # Swagger UI and ReDoc from files in the package: /docs works offline and behind firewalls.
     app = FastAPIOffline(
@@ -61,14 +75,14 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    # The last added runs first. The size limit sits inside the metrics middleware, so a
-    # route reading the body gets its 413 directly (a BaseHTTPMiddleware between them would
-    # wrap it in an ExceptionGroup, which FastAPI answers with a 400), and refusals are counted.
+    # The last added runs first: request id, then metrics (so refusals are counted), then the
+    # size limit, whose 413 a route reading the body passes on directly.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes * settings.max_images_per_request + _MULTIPART_OVERHEAD,
     )
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     for module in (predict, models, work, health, page):
         app.include_router(module.router)
     return app

@@ -11,9 +11,11 @@ from fastapi.security import APIKeyHeader
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 from sleeve_inference.errors import ApiError
-from sleeve_inference.model import ModelHolder
+from sleeve_inference.model_holder import ModelHolder
+from sleeve_inference.serving import Serving
+from sleeve_inference.url_fetch import UrlFetcher
 
-__all__ = ["ApiKey", "ModelsDep", "RuntimeDep", "SettingsDep"]
+__all__ = ["ApiKey", "ModelsDep", "RuntimeDep", "ServingDep", "SettingsDep", "UrlFetcherDep"]
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="SLEEVE_API_KEY")
 
@@ -30,6 +32,16 @@ def _settings(request: Request) -> Settings:
 def _models(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.models
     return holder
+
+
+def _serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
+def _url_fetcher(request: Request) -> UrlFetcher:
+    fetcher: UrlFetcher = request.app.state.url_fetcher
+    return fetcher
 
 
 def _require_api_key(
@@ -49,4 +61,6 @@ def _require_api_key(
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ModelsDep = Annotated[ModelHolder, Depends(_models)]
+ServingDep = Annotated[Serving, Depends(_serving)]
+UrlFetcherDep = Annotated[UrlFetcher, Depends(_url_fetcher)]
 ApiKey = Depends(_require_api_key)

@@ -1,13 +1,17 @@
 """Errors as JSON ``{"error": {"code", "message"}}``; HTTP codes are chosen here and only here.
 
-ApiError (carries status, code, message)
- raised by routes; library errors are mapped below:
- NotFound → 404, Conflict → 409, InvalidImage → 422, DatabaseUnavailable/StoreUnavailable → 503
+ApiError (carries status, code, message, headers)
+ raised by routes; library and serving errors are mapped below:
+ NotFound → 404, Conflict → 409, InvalidImage → 422, TooManyPixels → 413,
+ DatabaseUnavailable/StoreUnavailable → 503, NoModelLoaded/NoModel → 503,
+ Overloaded/QueueFull → 503 with Retry-After, DeadlineExceeded → 503,
+ anything else → 500, still in this JSON shape.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +26,9 @@ from sleeve_common.exceptions import (
     StoreUnavailable,
 )
 from sleeve_common.images import InvalidImage
+from sleeve_inference.admission import Overloaded
+from sleeve_inference.batcher import BatcherClosed, NoModel, QueueFull
+from sleeve_inference.serving import DeadlineExceeded, NoModelLoaded, TooManyPixels
 
 __all__ = ["ApiError", "error_body", "install_error_handlers"]
 
@@ -44,25 +51,74 @@ _STATUS_CODES = {
 class ApiError(Exception):
     """An error the client should see, with its HTTP status and a stable code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-def _json(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(code, message))
+def _json(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(code, message), headers=headers)
+
+
+_SERVING_ERRORS = (
+    Overloaded,
+    QueueFull,
+    NoModelLoaded,
+    NoModel,
+    BatcherClosed,
+    DeadlineExceeded,
+    TooManyPixels,
+)
+
+
+def serving_error(exc: Exception) -> ApiError:
+    """The API's answer to an error of the serving core (``_SERVING_ERRORS``)."""
+    if isinstance(exc, Overloaded):
+        retry = {"Retry-After": str(exc.retry_after_s)}
+        return ApiError(503, "overloaded", str(exc), headers=retry)
+    if isinstance(exc, QueueFull):
+        return ApiError(503, "overloaded", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, NoModelLoaded | NoModel):
+        return ApiError(503, "model_not_loaded", str(exc))
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(
+            503,
+            "deadline_exceeded",
+            f"{exc}: the server is too busy (SLEEVE_REQUEST_DEADLINE_S)",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, TooManyPixels):
+        return ApiError(413, "too_many_pixels", str(exc))
+    return ApiError(503, "unavailable", str(exc))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _json(exc.status, exc.code, exc.message)
+        return _json(exc.status, exc.code, exc.message, exc.headers)
+
+    async def _serving(_request: Request, exc: Exception) -> JSONResponse:
+        answer = serving_error(exc)
+        return _json(answer.status, answer.code, answer.message, answer.headers)
+
+    for kind in _SERVING_ERRORS:
+        app.add_exception_handler(kind, _serving)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client gets our JSON shape.
+        return _json(500, "internal_error", "internal error; see the server log")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,7 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return _json(exc.status_code, code, str(exc.detail))
+        return _json(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(SleeveError)
     async def _sleeve(_request: Request, exc: SleeveError) -> JSONResponse:

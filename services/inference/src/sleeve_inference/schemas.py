@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "GenreScore",
     "ImagePrediction",
+    "ItemError",
     "JobAccepted",
     "JobView",
     "ModelDetail",
     "ModelSummary",
     "PredictResponse",
+    "PredictUrlsRequest",
+    "PredictUrlsResponse",
     "Timing",
+    "UrlPrediction",
 ]
 
 
@@ -31,9 +35,43 @@ class ImagePrediction(BaseModel):
 
 
 class Timing(BaseModel):
-    decode_ms: float
-    inference_ms: float
+    decode_ms: float = Field(description="decoding and resizing the images")
+    inference_ms: float = Field(description="waiting for a batch and running the model")
     total_ms: float
+    batch_size: int = Field(
+        ge=0, description="images in the model batch this request joined (0: none ran)"
+    )
+
+
+class PredictUrlsRequest(BaseModel):
+    """Image URLs to fetch (behind the SSRF guard) and classify."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    urls: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
+        min_length=1, max_length=1024, examples=[["https://covers.example.com/a.jpg"]]
+    )
+    top_k: int | None = Field(default=None, ge=1, le=100, description="genres per image")
+
+
+class ItemError(BaseModel):
+    code: str = Field(examples=["forbidden_address"])
+    message: str = Field(examples=["10.0.0.7 is a private address"])
+
+
+class UrlPrediction(BaseModel):
+    url: str
+    top_genre: str | None = Field(examples=["rock"])
+    genres: list[GenreScore]
+    error: ItemError | None = Field(description="why this URL has no prediction")
+
+
+class PredictUrlsResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str = Field(examples=["v1"])
+    predictions: list[UrlPrediction]
+    timing: Timing
 
 
 class PredictResponse(BaseModel):

@@ -1,95 +1,269 @@
-"""``POST /v1/predict``: genres for uploaded covers."""
+"""``POST /v1/predict``: genres for uploaded covers (multipart, or one image as the body)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from sleeve_common.images import InvalidImage, decode_image, to_model_input
-from sleeve_inference.deps import ModelsDep, SettingsDep
+from sleeve_inference.batcher import BatchResult
+from sleeve_inference.deps import ServingDep, SettingsDep, UrlFetcherDep
 from sleeve_inference.errors import ApiError
-from sleeve_inference.model import LoadedModel
-from sleeve_inference.schemas import GenreScore, ImagePrediction, PredictResponse, Timing
+from sleeve_inference.schemas import (
+    GenreScore,
+    ImagePrediction,
+    ItemError,
+    PredictResponse,
+    PredictUrlsRequest,
+    PredictUrlsResponse,
+    Timing,
+    UrlPrediction,
+)
+from sleeve_inference.serving import DeadlineExceeded
+from sleeve_inference.url_fetch import UrlFetchError
 
-__all__ = ["router"]
+__all__ = ["answer", "router", "until_answered"]
 
 router = APIRouter(tags=["predict"])
 
+T = TypeVar("T")
+
+# One image as the whole body: no multipart framing to parse.
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"description": "an image or the request is too large"},
+    413: {"description": "an image, the request or its total pixels are too large"},
+    415: {"description": "the body is neither multipart with `files` nor one image"},
     422: {"description": "a file is not a usable image, or a parameter is out of range"},
-    503: {"description": "no model is loaded yet"},
+    503: {
+        "description": "no model is loaded yet, the server is at capacity (Retry-After), "
+        "or the request ran past its deadline"
+    },
+}
+_RAW_BODY = {
+    "requestBody": {
+        "content": {
+            kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_IMAGE_TYPES
+        }
+    }
 }
 
 
-@router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS)
+@router.post(
+    "/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_RAW_BODY
+)
 async def predict(
     request: Request,
-    files: Annotated[
-        list[UploadFile], File(description="one or more cover images (JPEG, PNG, WebP)")
-    ],
-    models: ModelsDep,
+    serving: ServingDep,
     settings: SettingsDep,
+    files: Annotated[
+        list[UploadFile] | None,
+        File(description="one or more cover images (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
+    ] = None,
     top_k: Annotated[int | None, Query(ge=1, le=100, description="genres per image")] = None,
 ) -> PredictResponse:
-    """Genre probabilities for each uploaded cover, best first."""
+    """Genre probabilities for each cover, best first.
+
+    Send covers as multipart `files`, or one cover as the raw body with its image
+    `Content-Type` (cheaper: no multipart parsing).
+    """
     started = time.perf_counter()
-    model = await models.get()
-    if model is None:
-        raise ApiError(503, "model_not_loaded", models.last_error or "no model is loaded yet")
-    if len(files) > settings.max_images_per_request:
+    names, payloads = await _payloads(request, files, settings.max_upload_bytes)
+    if len(payloads) > settings.max_images_per_request:
         raise ApiError(
             413, "too_many_images", f"at most {settings.max_images_per_request} images per request"
         )
+    serving.model()  # 503 now, before any work, when nothing is served
+    with serving.admit(len(payloads)):
+        decoded = await until_answered(
+            request, settings.request_deadline_s, serving.decode(payloads)
+        )
+        for index, error in enumerate(decoded.errors):
+            if error is not None:
+                raise ApiError(422, "invalid_image", f"file {index} ({names[index]!r}): {error}")
+        images = np.stack([image for image in decoded.images if image is not None])
+        result = await until_answered(request, settings.request_deadline_s, serving.run(images))
+    return answer(
+        result,
+        names,
+        k=top_k or settings.top_k,
+        decode_s=decoded.seconds,
+        started=started,
+    )
+
+
+@router.post(
+    "/v1/predict/urls",
+    response_model=PredictUrlsResponse,
+    responses={
+        413: {"description": "more URLs than SLEEVE_MAX_IMAGES_PER_REQUEST, or too many pixels"},
+        422: {"description": "the body is not a JSON object with a list of `urls`"},
+        503: _ERRORS[503],
+    },
+)
+async def predict_urls(
+    request: Request,
+    body: PredictUrlsRequest,
+    serving: ServingDep,
+    settings: SettingsDep,
+    fetcher: UrlFetcherDep,
+) -> PredictUrlsResponse:
+    """Fetch each image URL (http/https, public addresses only) and predict its genres.
+
+    A URL that cannot be fetched or is not an image gets an `error` in its item; the others
+    are answered as usual.
+    """
+    started = time.perf_counter()
+    if len(body.urls) > settings.max_images_per_request:
+        raise ApiError(
+            413, "too_many_images", f"at most {settings.max_images_per_request} URLs per request"
+        )
+    serving.model()
+    with serving.admit(len(body.urls)):
+        fetched = await until_answered(
+            request,
+            settings.request_deadline_s,
+            asyncio.gather(*(fetcher.fetch(url) for url in body.urls), return_exceptions=True),
+        )
+        errors: dict[int, ItemError] = {}
+        payloads: dict[int, bytes] = {}
+        for index, outcome in enumerate(fetched):
+            if isinstance(outcome, UrlFetchError):
+                errors[index] = ItemError(code=outcome.kind, message=str(outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                payloads[index] = outcome
+        decoded = await until_answered(
+            request, settings.request_deadline_s, serving.decode(list(payloads.values()))
+        )
+        images: dict[int, np.ndarray] = {}
+        for index, image, error in zip(payloads, decoded.images, decoded.errors, strict=True):
+            if error is not None:
+                errors[index] = ItemError(code="invalid_image", message=str(error))
+            elif image is not None:
+                images[index] = image
+        result = None
+        if images:
+            result = await until_answered(
+                request, settings.request_deadline_s, serving.run(np.stack(list(images.values())))
+            )
+    rows = dict(zip(images, result.probabilities, strict=True)) if result else {}
+    predictor = result.predictor if result else serving.model()
+    k = min(body.top_k or settings.top_k, len(predictor.labels))
+    predictions = []
+    for index, url in enumerate(body.urls):
+        genres = (
+            [
+                GenreScore(genre=g, probability=round(p, 6))
+                for g, p in predictor.top_k(rows[index], k)
+            ]
+            if index in rows
+            else []
+        )
+        predictions.append(
+            UrlPrediction(
+                url=url,
+                top_genre=genres[0].genre if genres else None,
+                genres=genres,
+                error=errors.get(index),
+            )
+        )
+    return PredictUrlsResponse(
+        model_version=predictor.version,
+        predictions=predictions,
+        timing=_timing(started, decoded.seconds, result.batch_size if result else 0),
+    )
+
+
+async def _payloads(
+    request: Request, files: list[UploadFile] | None, max_bytes: int
+) -> tuple[list[str | None], list[bytes]]:
+    """Names and bytes of the uploaded images, each checked against ``max_bytes``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in RAW_IMAGE_TYPES:
+        body = await request.body()
+        if len(body) > max_bytes:
+            raise ApiError(413, "image_too_large", f"the image is over {max_bytes} bytes")
+        return [None], [body]
+    if content_type != "multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with the images in `files`, or one image as the body "
+            f"with Content-Type {', '.join(RAW_IMAGE_TYPES)}",
+        )
+    if not files:
+        raise ApiError(422, "invalid_request", "files: send one or more images in `files`")
     payloads = []
     for index, upload in enumerate(files):
-        data = await upload.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
             raise ApiError(
                 413,
                 "image_too_large",
-                f"file {index} ({upload.filename!r}) is over {settings.max_upload_bytes} bytes",
+                f"file {index} ({upload.filename!r}) is over {max_bytes} bytes",
             )
         payloads.append(data)
-    batch = await asyncio.to_thread(
-        _decode_all, payloads, [f.filename for f in files], settings.max_image_pixels
-    )
-    decoded = time.perf_counter()
-    probabilities = await asyncio.to_thread(model.predict, batch)
-    inferred = time.perf_counter()
-    k = min(top_k or settings.top_k, len(model.labels))
-    request.app.state.metrics.images_predicted.inc(len(files))
+    return [f.filename for f in files], payloads
+
+
+async def until_answered(request: Request, deadline_s: float, work: Awaitable[T]) -> T:
+    """``work``'s result; cancelled when the deadline passes (``DeadlineExceeded``, a 503) or
+    the client goes away (a 499 nobody reads), so queued images then cost no model run."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        async with asyncio.timeout(deadline_s):
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        raise DeadlineExceeded(f"no answer within {deadline_s} s") from None
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done():
+        raise ApiError(499, "client_closed_request", "the client closed the connection")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so ``receive`` waits)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def answer(
+    result: BatchResult,
+    names: list[str | None],
+    *,
+    k: int,
+    decode_s: float,
+    started: float,
+) -> PredictResponse:
+    """The response for ``result``'s rows, one per name."""
+    predictor = result.predictor
+    k = min(k, len(predictor.labels))
+    predictions = []
+    for name, row in zip(names, result.probabilities, strict=True):
+        genres = [GenreScore(genre=g, probability=round(p, 6)) for g, p in predictor.top_k(row, k)]
+        predictions.append(ImagePrediction(filename=name, top_genre=genres[0].genre, genres=genres))
     return PredictResponse(
-        model_version=model.version,
-        predictions=[
-            _prediction(model, row, upload.filename, k)
-            for row, upload in zip(probabilities, files, strict=True)
-        ],
-        timing=Timing(
-            decode_ms=round((decoded - started) * 1000, 2),
-            inference_ms=round((inferred - decoded) * 1000, 2),
-            total_ms=round((time.perf_counter() - started) * 1000, 2),
-        ),
+        model_version=predictor.version,
+        predictions=predictions,
+        timing=_timing(started, decode_s, result.batch_size),
     )
 
 
-def _decode_all(payloads: list[bytes], names: list[str | None], max_pixels: int) -> np.ndarray:
-    images = []
-    for index, (data, name) in enumerate(zip(payloads, names, strict=True)):
-        try:
-            images.append(to_model_input(decode_image(data, max_pixels=max_pixels)))
-        except InvalidImage as exc:
-            raise ApiError(422, "invalid_image", f"file {index} ({name!r}): {exc}") from None
-    return np.stack(images)
-
-
-def _prediction(
-    model: LoadedModel, row: np.ndarray, filename: str | None, k: int
-) -> ImagePrediction:
-    order = np.argsort(row)[::-1][:k]
-    genres = [GenreScore(genre=model.labels[i], probability=round(float(row[i]), 6)) for i in order]
-    return ImagePrediction(filename=filename, top_genre=genres[0].genre, genres=genres)
+def _timing(started: float, decode_s: float, batch_size: int) -> Timing:
+    total_s = time.perf_counter() - started
+    return Timing(
+        decode_ms=round(decode_s * 1000, 2),
+        inference_ms=round((total_s - decode_s) * 1000, 2),
+        total_ms=round(total_s * 1000, 2),
+        batch_size=batch_size,
+    )
