@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 KIT_WEIGHTS := ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.h5
 export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WEIGHTS)),imagenet)
 
-.PHONY: install run test lint fmt check bench
+.PHONY: install test-deps run test lint fmt check bench
 
 install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -20,7 +20,19 @@ install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 run: install  ## the API (http://127.0.0.1:8000/docs) and the scraper and trainer workers
 	$(UV) run --no-sync sleeve run
 
-test: install  ## unit, integration (SQLite, PostgreSQL, S3) and end-to-end tests
+# The browser test drives Debian's chromium through playwright (executable_path); playwright
+# never downloads a browser of its own. Installed once, only where it is missing.
+test-deps:  ## Debian's chromium for the upload-page browser test
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null; then sudo=sudo; \
+	  else echo "chromium is missing and installing it needs root or sudo: run apt-get install chromium as root" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium (apt-get)"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	}
+
+test: install test-deps  ## unit, integration (SQLite, PostgreSQL, S3) and end-to-end tests
 	$(UV) run --no-sync pytest
 
 lint: install
