@@ -487,6 +487,7 @@ async def test_readyz_with_a_model(api: httpx.AsyncClient) -> None:
     assert response.json() == {
         "status": "ready",
         "checks": {"database": "ok", "store": "ok", "model": "ok (v1)"},
+        "provider": "CPU",
     }
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from support import DISCOGS5, make_settings
 
+from sleeve_common.logs import RequestIdFilter
 from sleeve_inference.app import create_app
 
 from .harness import API_KEY, LABELS, LIMITS, Registered, image_bytes, serve
@@ -151,6 +154,22 @@ async def test_request_id_is_returned_and_kept(api: httpx.AsyncClient) -> None:
     assert kept.headers["x-request-id"] == "client-42"
     hostile = await api.get("/healthz", headers={"x-request-id": "a b\tc" * 40})
     assert hostile.headers["x-request-id"] != "a b\tc" * 40
+
+
+async def test_access_log_names_the_request(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="sleeve.access"):
+        response = await api.post(
+            "/v1/predict",
+            content=image_bytes(RED),
+            headers={"content-type": "image/png", "x-request-id": "trace-7"},
+        )
+    assert response.status_code == 200
+    [line] = [r for r in caplog.records if r.name == "sleeve.access"]
+    assert '"POST /v1/predict" 200' in line.getMessage()
+    assert line.request_id == "trace-7"  # type: ignore[attr-defined]
 
 
 async def test_method_not_allowed_keeps_the_allow_header(api: httpx.AsyncClient) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextvars
 import logging
 
-__all__ = ["REQUEST_ID", "configure_logging"]
+__all__ = ["REQUEST_ID", "RequestIdFilter", "configure_logging"]
 
 # Set by the API for each request ("-" outside one); shown in every log line.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` (the current request's, or "-") to every record it sees."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         return True
@@ -24,6 +26,6 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_RequestIdFilter())
+        handler.addFilter(RequestIdFilter())
     for noisy in ("httpx", "httpcore", "alembic", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -16,7 +16,7 @@ from sleeve_inference.errors import install_error_handlers
 from sleeve_inference.limits import BodySizeLimit
 from sleeve_inference.metrics import Metrics, MetricsMiddleware
 from sleeve_inference.model_holder import ModelHolder
-from sleeve_inference.request_ids import RequestIdMiddleware
+from sleeve_inference.request_log import RequestLogMiddleware
 from sleeve_inference.routes import health, models, page, predict, work
 from sleeve_inference.serving import Serving
 from sleeve_inference.url_fetch import UrlFetcher
@@ -75,14 +75,14 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    # The last added runs first: request id, then metrics (so refusals are counted), then the
-    # size limit, whose 413 a route reading the body passes on directly.
+    # The last added runs first: request id and access log, then metrics (so refusals are
+    # counted), then the size limit, whose 413 a route reading the body passes on directly.
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes * settings.max_images_per_request + _MULTIPART_OVERHEAD,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestLogMiddleware)
     for module in (predict, models, work, health, page):
         app.include_router(module.router)
     return app

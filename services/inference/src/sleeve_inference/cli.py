@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sleeve_common.cli_args import bounded
 from sleeve_common.exceptions import NotImplementedYet
 from sleeve_common.settings import Settings
 
@@ -14,6 +15,8 @@ __all__ = ["register"]
 def register(commands: Any) -> None:
     """Add the inference service's subcommands to the ``sleeve`` parser."""
     serve = commands.add_parser("serve", help="run the inference API (SLEEVE_HOST:SLEEVE_PORT)")
+    serve.add_argument("--host", help="address to bind (default: SLEEVE_HOST)")
+    serve.add_argument("--port", type=bounded(int, 1, 65535), help="port (default: SLEEVE_PORT)")
     serve.set_defaults(command_fn=_serve)
     score = commands.add_parser("score", help="bulk-score a catalog of covers")
     score.add_argument("--input", required=True)
@@ -23,7 +26,7 @@ def register(commands: Any) -> None:
     score.set_defaults(command_fn=_score)
 
 
-async def _serve(_args: argparse.Namespace, settings: Settings) -> int:
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here so that every other `sleeve` command starts without onnxruntime.
     import uvicorn
 
@@ -31,8 +34,8 @@ async def _serve(_args: argparse.Namespace, settings: Settings) -> int:
 
     config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

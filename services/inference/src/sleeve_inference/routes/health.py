@@ -39,7 +39,11 @@ async def readyz(runtime: RuntimeDep, models: ModelsDep) -> JSONResponse:
     ready = all(value.startswith("ok") for value in checks.values())
     return JSONResponse(
         status_code=200 if ready else 503,
-        content={"status": "ready" if ready else "not ready", "checks": checks},
+        content={
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "provider": model.provider if model else None,
+        },
     )
 
 
