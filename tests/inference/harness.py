@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
+import socket
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import onnx
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from onnx import TensorProto, helper, numpy_helper
@@ -75,6 +79,14 @@ def build_onnx_model(bias: np.ndarray = _BIAS) -> bytes:
     return model.SerializeToString()
 
 
+def noise_png(side: int) -> bytes:
+    """A ``side``² PNG of random pixels (slow to decode, hard to compress)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
     """A solid-colour PNG."""
     buffer = io.BytesIO()
@@ -128,3 +140,42 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
         yield client
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that signals when its startup has finished, well or not."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.startup_done = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.startup_done.set()
+
+
+@contextlib.asynccontextmanager
+async def serve_on_socket(app: FastAPI) -> AsyncIterator[str]:
+    """``host:port`` of ``app`` (lifespan and all) served by uvicorn on a free loopback port.
+
+    The socket is bound first, so the port is never raced for. uvicorn runs in its own thread
+    and loop: it installs no signal handlers there, and a failed startup ends the thread, not
+    the test session.
+    """
+    sock = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="on", ws="none", log_config=None, access_log=False)
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        await asyncio.to_thread(server.startup_done.wait, 60)
+        assert server.started, "the app did not start; see the captured log"
+        host, port = sock.getsockname()[:2]
+        yield f"{host}:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 60)
+        sock.close()
+    assert not thread.is_alive(), "uvicorn did not stop within 60 s"

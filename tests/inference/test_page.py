@@ -8,11 +8,8 @@ and never downloads a browser. ``make test`` installs chromium where it is missi
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import socket
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +18,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 from support import DISCOGS5
 
-from .harness import LABELS
+from .harness import LABELS, serve_on_socket
 
 # The page needs one database; the API tests cover PostgreSQL.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -38,42 +34,11 @@ _NOT_AN_IMAGE = FilePayload(
 )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that signals when its startup has finished, well or not."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.startup_done = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.startup_done.set()
-
-
 @pytest.fixture
 async def base_url(app: FastAPI) -> AsyncIterator[str]:
-    """The app (lifespan and all) served by uvicorn on a free loopback port."""
-    # The socket is bound here, so the port is known and never raced for.
-    sock = socket.create_server(("127.0.0.1", 0))
-    # log_config=None leaves the test's logging alone; no websockets, nothing to import.
-    config = uvicorn.Config(app, lifespan="on", ws="none", log_config=None, access_log=False)
-    server = _Server(config)
-    # Its own thread and loop: uvicorn installs no signal handlers outside the main thread,
-    # and a failed startup (sys.exit) ends the thread instead of the test session.
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        await asyncio.to_thread(server.startup_done.wait, 60)
-        assert server.started, "the app did not start; see the captured log"
-        host, port = sock.getsockname()[:2]
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 60)
-        sock.close()
-    assert not thread.is_alive(), "uvicorn did not stop within 60 s"
+    """The app served by uvicorn on a free loopback port, for the browser to reach."""
+    async with serve_on_socket(app) as address:
+        yield f"http://{address}"
 
 
 @pytest.fixture(scope="module")

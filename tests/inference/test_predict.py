@@ -4,33 +4,23 @@ deadlines, request ids and the serving metrics. Runs on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from support import DISCOGS5, make_settings
 
 from sleeve_common.logs import RequestIdFilter
 from sleeve_inference.app import create_app
 
-from .harness import API_KEY, LABELS, LIMITS, Registered, image_bytes, serve
+from .harness import API_KEY, LABELS, LIMITS, Registered, image_bytes, noise_png, serve
 
 RED = (255, 0, 0)
 
 
 def cover_bytes(genre: str = "Rock") -> bytes:
     return sorted((DISCOGS5 / genre).glob("*.jpg"))[0].read_bytes()
-
-
-def noise_png(side: int) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
