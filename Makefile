@@ -46,5 +46,5 @@ fmt: install
 
 check: lint test  ## what CI should run once lint is clean
 
-bench: install  ## throughput of the served model against raw onnxruntime
-	$(UV) run --no-sync python bench/predict_throughput.py
+bench: install  ## serving under load (separate load generator) against the in-process limit, a naive server and LitServe
+	$(UV) run --no-sync python bench/serve_throughput.py

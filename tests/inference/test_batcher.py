@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from sleeve_inference.batcher import Batcher, BatcherClosed, NoModel, QueueFull
 from sleeve_inference.predictor import Predictor
 
-from .harness import LABELS, build_onnx_model
+from .harness import LABELS, build_onnx_model, image_bytes
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,28 @@ async def test_concurrent_requests_share_one_batch(tmp_path: Path) -> None:
     country = [float(r.probabilities[0, LABELS.index("country")]) for r in results]
     assert country == sorted(country)
     assert len(set(country)) == 4
+
+
+async def test_encoded_images_are_decoded_in_the_runner(tmp_path: Path) -> None:
+    """Bytes go in; a bad image fails only its own item, the rest of the batch runs."""
+    model = open_model(tmp_path)
+    batcher = batcher_for(model)
+    batcher.start()
+    try:
+        first, second = await asyncio.gather(
+            batcher.submit([image_bytes((255, 0, 0)), b"not an image"]),
+            batcher.submit([image_bytes((0, 0, 255))]),
+        )
+    finally:
+        await batcher.aclose()
+    assert model.sizes == [2]  # the two images that decoded, in one batch
+    assert all(name.startswith("model") for name in model.threads)
+    assert first.errors[0] is None
+    assert "not a recognised image format" in str(first.errors[1])
+    assert np.isnan(first.probabilities[1]).all()
+    assert model.top_k(first.probabilities[0], 1)[0][0] == "country"
+    assert model.top_k(second.probabilities[0], 1)[0][0] == "pop"
+    assert first.batch_size == second.batch_size == 2
 
 
 async def test_a_request_is_never_split_and_batches_stay_bounded(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # Serving core: dynamic batching and admission control (see docs/configuration.md).
     batch_max_size: int = Field(default=8, ge=1, le=1024)
     batch_max_delay_ms: float = Field(default=2.0, ge=0, le=1000)
-    queue_max_images: int = Field(default=128, ge=1, le=100_000)
+    queue_max_images: int = Field(default=32, ge=1, le=100_000)
     request_deadline_s: float = Field(default=10.0, gt=0, le=600)
     cpu_threads: int | None = Field(default=None, ge=1, le=1024)
     # URL predictions: the SSRF guard's limits and the private networks it may reach anyway.

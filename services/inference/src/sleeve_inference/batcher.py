@@ -2,8 +2,13 @@
 
 Contract (``tests/inference/test_batcher.py`` checks each clause):
 
-- ``submit(images)`` queues one request's uint8 images and returns its probabilities and the
-  model that made them; a request's images are never split across batches.
+- ``submit(inputs)`` queues one request's images, encoded (a list of bytes) or decoded (uint8
+  NHWC), and returns their probabilities and the model that made them; a request's images are
+  never split across batches.
+- Encoded images are decoded in the runner's own thread, right before the model runs: on a
+  CPU each runner is one thread doing both, the fastest layout measured (docs/performance.md),
+  and the event loop keeps a core's worth of room. An image that does not decode fails only
+  its own item (``BatchResult.errors``); the rest of the batch runs.
 - A batch holds at most ``max_batch_size`` images (a larger request runs alone) and waits at
   most ``max_delay_s`` for more once its first request is in.
 - Each batch reads the current model once: a promotion never mixes versions inside a batch.
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sleeve_common.images import InvalidImage
 from sleeve_inference.predictor import Predictor
 
 __all__ = ["BatchResult", "Batcher", "BatcherClosed", "NoModel", "QueueFull"]
@@ -50,16 +56,22 @@ class BatcherClosed(Exception):
     """The batcher shut down before the request ran."""
 
 
+Inputs = list[bytes] | np.ndarray
+"""Encoded images, or uint8 NHWC pixels already at the model's input size."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     predictor: Predictor  # the version that produced these rows
-    probabilities: np.ndarray  # (len(images), classes)
+    probabilities: np.ndarray  # (len(inputs), classes); NaN rows where ``errors`` has one
+    errors: list[InvalidImage | None]  # why an input could not be decoded, per input
     batch_size: int  # images in the batch this request ran in
+    decode_s: float  # time the batch spent decoding
 
 
 @dataclass
 class _Entry:
-    images: np.ndarray
+    inputs: Inputs
     future: asyncio.Future[BatchResult]
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -74,6 +86,7 @@ class Batcher:
         max_batch_size: int,
         max_delay_s: float,
         max_queue_images: int,
+        max_image_pixels: int = 40_000_000,
         runners: int = 1,
         observe_batch: Callable[[int, float], None] | None = None,
     ) -> None:
@@ -81,6 +94,7 @@ class Batcher:
         self._max_batch_size = max_batch_size
         self._max_delay_s = max_delay_s
         self._max_queue_images = max_queue_images
+        self._max_image_pixels = max_image_pixels
         self._runners = runners
         self._observe_batch = observe_batch
         self._queue: collections.deque[_Entry] = collections.deque()
@@ -112,16 +126,16 @@ class Batcher:
             for i in range(self._runners)
         ]
 
-    async def submit(self, images: np.ndarray) -> BatchResult:
-        """Probabilities for ``images`` (uint8 NHWC) from the next batch they fit in."""
+    async def submit(self, inputs: Inputs) -> BatchResult:
+        """Probabilities for ``inputs`` from the next batch they fit in."""
         if self._closed:
             raise BatcherClosed("the batcher is closed")
-        count = len(images)
+        count = len(inputs)
         if self._queued_images + count > self._max_queue_images:
             raise QueueFull(
                 f"{self._queued_images} images are queued (limit {self._max_queue_images})"
             )
-        entry = _Entry(images, asyncio.get_running_loop().create_future())
+        entry = _Entry(inputs, asyncio.get_running_loop().create_future())
         self._queue.append(entry)
         self._queued_images += count
         self._wakeup.set()
@@ -143,7 +157,7 @@ class Batcher:
 
     def _pop(self) -> _Entry:
         entry = self._queue.popleft()
-        self._queued_images -= len(entry.images)
+        self._queued_images -= len(entry.inputs)
         return entry
 
     async def _run(self) -> None:
@@ -162,13 +176,13 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             while self._queue and (
-                not batch or size + len(self._queue[0].images) <= self._max_batch_size
+                not batch or size + len(self._queue[0].inputs) <= self._max_batch_size
             ):
                 entry = self._pop()
                 if entry.future.done():  # cancelled while queued: costs no model run
                     continue
                 batch.append(entry)
-                size += len(entry.images)
+                size += len(entry.inputs)
             if batch and (size >= self._max_batch_size or self._queue):
                 return batch  # full, or the next request would not fit
             if batch and deadline is None:
@@ -191,30 +205,65 @@ class Batcher:
         if predictor is None:
             _fail(live, NoModel("no model is loaded"))
             return
-        images = live[0].images if len(live) == 1 else np.concatenate([e.images for e in live])
         started = time.perf_counter()
         try:
-            probabilities = await asyncio.get_running_loop().run_in_executor(
-                self._executor, predictor.predict, images
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, predictor, [entry.inputs for entry in live]
             )
-            if len(probabilities) != len(images):
-                raise RuntimeError(
-                    f"model {predictor.version} gave {len(probabilities)} rows "
-                    f"for {len(images)} images"
-                )
         except Exception as exc:
             _fail(live, exc)
             return
         finished = time.perf_counter()
-        self._finished.append((finished, len(images)))
+        size = sum(len(entry.inputs) for entry in live)
+        self._finished.append((finished, size))
         if self._observe_batch is not None:
-            self._observe_batch(len(images), finished - started)
-        offset = 0
-        for entry in live:
-            rows = probabilities[offset : offset + len(entry.images)]
-            offset += len(entry.images)
+            self._observe_batch(size, finished - started)
+        for entry, result in zip(live, results, strict=True):
             if not entry.future.done():
-                entry.future.set_result(BatchResult(predictor, rows, len(images)))
+                entry.future.set_result(result)
+
+    def _run_batch(self, predictor: Predictor, batch: list[Inputs]) -> list[BatchResult]:
+        """Decode what is encoded, run the model once, split the rows (in a runner thread)."""
+        started = time.perf_counter()
+        prepared = [self._prepare(predictor, inputs) for inputs in batch]
+        decode_s = time.perf_counter() - started
+        images = [pixels for pixels, _ in prepared if len(pixels)]
+        count = sum(len(pixels) for pixels in images)
+        probabilities = np.empty((0, len(predictor.labels)), dtype=np.float32)
+        if images:
+            probabilities = predictor.predict(
+                images[0] if len(images) == 1 else np.concatenate(images)
+            )
+        if len(probabilities) != count:
+            raise RuntimeError(
+                f"model {predictor.version} gave {len(probabilities)} rows for {count} images"
+            )
+        results, offset = [], 0
+        for pixels, errors in prepared:
+            rows = np.full((len(errors), len(predictor.labels)), np.nan, dtype=np.float32)
+            ok = [i for i, error in enumerate(errors) if error is None]
+            rows[ok] = probabilities[offset : offset + len(pixels)]
+            offset += len(pixels)
+            results.append(BatchResult(predictor, rows, errors, count, decode_s))
+        return results
+
+    def _prepare(
+        self, predictor: Predictor, inputs: Inputs
+    ) -> tuple[np.ndarray, list[InvalidImage | None]]:
+        """The model inputs that decoded, and the reason for each input that did not."""
+        if isinstance(inputs, np.ndarray):
+            return inputs, [None] * len(inputs)
+        pixels: list[np.ndarray] = []
+        errors: list[InvalidImage | None] = []
+        for data in inputs:
+            try:
+                pixels.append(predictor.decode(data, max_pixels=self._max_image_pixels))
+                errors.append(None)
+            except InvalidImage as exc:
+                errors.append(exc)
+        size = predictor.input_size
+        stacked = np.stack(pixels) if pixels else np.empty((0, size, size, 3), dtype=np.uint8)
+        return stacked, errors
 
 
 def _fail(entries: list[_Entry], exc: BaseException) -> None:

@@ -496,8 +496,11 @@ async def _infer(
     deadline_s = settings.request_deadline_s
     with serving.admit(len(images)):
         if isinstance(images, list):
-            images = await _decoded(request, serving, deadline_s, images)
+            serving.check_pixels(images)
         result = await until_answered(request, deadline_s, serving.run(images))
+    for index, error in enumerate(result.errors):
+        if error is not None:
+            raise _V2Error(400, f"input {_INPUT!r} element {index} is not a usable image: {error}")
     return _answer(call, result)
 
 
@@ -681,17 +684,6 @@ def _json_pixels(data: list[Any], shape: list[int], expected: int) -> np.ndarray
     if values.min() < 0 or values.max() > 255:
         raise _V2Error(400, f"input {_INPUT!r} has values outside 0-255")
     return values.astype(np.uint8).reshape(shape)
-
-
-async def _decoded(
-    request: Request, serving: Serving, deadline_s: float, payloads: list[bytes]
-) -> np.ndarray:
-    """The encoded images decoded by the serving core; 400 names an element that is not one."""
-    decoded = await until_answered(request, deadline_s, serving.decode(payloads))
-    for index, error in enumerate(decoded.errors):
-        if error is not None:
-            raise _V2Error(400, f"input {_INPUT!r} element {index} is not a usable image: {error}")
-    return np.stack([image for image in decoded.images if image is not None])
 
 
 def _answer(call: _Call, result: BatchResult) -> Response:
