@@ -464,6 +464,28 @@ async def test_unknown_job_is_404(api: httpx.AsyncClient) -> None:
     assert_error(await api.get("/v1/scrape-runs/424242"), 404, "not_found")
 
 
+@pytest.mark.parametrize(
+    "job_id",
+    ["9223372036854775808", "99999999999999999999999", "-9223372036854775809", "2147483648"],
+)
+async def test_ids_beyond_the_database_range_are_422(api: httpx.AsyncClient, job_id: str) -> None:
+    for route in ("scrape-runs", "training-runs"):
+        response = await api.get(f"/v1/{route}/{job_id}")
+        assert_error(response, 422, "invalid_request", "job_id")
+
+
+@pytest.mark.parametrize("resume", [9223372036854775808, 2**31, 1e30])
+async def test_scrape_resume_beyond_the_database_range_is_422(
+    api: httpx.AsyncClient, resume: float
+) -> None:
+    response = await api.post(
+        "/v1/scrape-runs",
+        json={"source": "folder", "path": "/covers", "resume": resume},
+        headers={"X-API-Key": API_KEY},
+    )
+    assert_error(response, 422, "invalid_request", "resume")
+
+
 async def test_folder_scrape_without_path_is_refused(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/scrape-runs", json={"source": "folder"}, headers=KEY)
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "MAX_ROW_ID",
     "Album",
     "AlbumLabel",
     "Base",
@@ -38,6 +39,10 @@ __all__ = [
     "TrainingRun",
     "utcnow",
 ]
+
+
+# Ids are INTEGER columns: 32-bit on PostgreSQL. Every id an API or CLI accepts is bounded by it.
+MAX_ROW_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:

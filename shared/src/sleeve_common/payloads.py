@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sleeve_common.genres import normalize_genre
+from sleeve_common.models import MAX_ROW_ID
 
 __all__ = ["IMPLEMENTED_SOURCES", "SOURCES", "ScrapeRequest", "Source", "TrainRequest"]
 
@@ -26,7 +27,9 @@ class ScrapeRequest(BaseModel):
     path: str | None = Field(default=None, max_length=4096, description="folder or label file")
     genres: tuple[str, ...] | None = Field(default=None, max_length=100)
     per_genre: int | None = Field(default=None, ge=1, le=1_000_000)
-    resume: int | None = Field(default=None, ge=1, description="scrape run to continue")
+    resume: int | None = Field(
+        default=None, ge=1, le=MAX_ROW_ID, description="scrape run to continue"
+    )
 
     @field_validator("genres")
     @classmethod

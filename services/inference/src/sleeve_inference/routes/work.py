@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
 
 from sleeve_common.jobs import JobQueue
-from sleeve_common.models import Job
+from sleeve_common.models import MAX_ROW_ID, Job
 from sleeve_common.payloads import ScrapeRequest, TrainRequest
 from sleeve_inference.deps import ApiKey, RuntimeDep
 from sleeve_inference.errors import ApiError
@@ -14,6 +16,8 @@ from sleeve_inference.schemas import JobAccepted, JobView
 __all__ = ["router"]
 
 router = APIRouter(tags=["work"])
+
+JobId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the id the POST answered")]
 
 
 def _view(job: Job) -> JobView:
@@ -67,7 +71,7 @@ async def scrape_run_create(
 
 
 @router.get("/v1/scrape-runs/{job_id}", response_model=JobView, name="scrape_run_get")
-async def scrape_run_get(job_id: int, runtime: RuntimeDep) -> JobView:
+async def scrape_run_get(job_id: JobId, runtime: RuntimeDep) -> JobView:
     """Status, progress and outcome of a queued scrape."""
     return await _get(runtime, "scrape", job_id)
 
@@ -88,6 +92,6 @@ async def training_run_create(
 
 
 @router.get("/v1/training-runs/{job_id}", response_model=JobView, name="training_run_get")
-async def training_run_get(job_id: int, runtime: RuntimeDep) -> JobView:
+async def training_run_get(job_id: JobId, runtime: RuntimeDep) -> JobView:
     """Status, progress and outcome of a queued training run."""
     return await _get(runtime, "train", job_id)
