@@ -30,7 +30,7 @@ from sleeve_inference.admission import Overloaded
 from sleeve_inference.batcher import BatcherClosed, NoModel, QueueFull
 from sleeve_inference.serving import DeadlineExceeded, NoModelLoaded, TooManyPixels
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["SERVING_ERRORS", "ApiError", "error_body", "install_error_handlers", "serving_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def _json(
     return JSONResponse(status_code=status, content=error_body(code, message), headers=headers)
 
 
-_SERVING_ERRORS = (
+# What the serving core raises for a request it cannot answer now; ``serving_error`` maps each.
+SERVING_ERRORS = (
     Overloaded,
     QueueFull,
     NoModelLoaded,
@@ -83,7 +84,7 @@ _SERVING_ERRORS = (
 
 
 def serving_error(exc: Exception) -> ApiError:
-    """The API's answer to an error of the serving core (``_SERVING_ERRORS``)."""
+    """The API's answer to an error of the serving core (``SERVING_ERRORS``)."""
     if isinstance(exc, Overloaded):
         retry = {"Retry-After": str(exc.retry_after_s)}
         return ApiError(503, "overloaded", str(exc), headers=retry)
@@ -112,7 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         answer = serving_error(exc)
         return _json(answer.status, answer.code, answer.message, answer.headers)
 
-    for kind in _SERVING_ERRORS:
+    for kind in SERVING_ERRORS:
         app.add_exception_handler(kind, _serving)
 
     @app.exception_handler(Exception)

@@ -38,14 +38,13 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sleeve_common.settings import Settings
-from sleeve_inference.admission import Overloaded
-from sleeve_inference.batcher import BatcherClosed, BatchResult, NoModel, QueueFull
+from sleeve_inference.batcher import BatchResult
 from sleeve_inference.deps import ModelsDep, ServingDep, SettingsDep
-from sleeve_inference.errors import ApiError, serving_error
+from sleeve_inference.errors import SERVING_ERRORS, ApiError, serving_error
 from sleeve_inference.model_holder import ModelHolder
 from sleeve_inference.predictor import Predictor
 from sleeve_inference.routes.predict import until_answered
-from sleeve_inference.serving import DeadlineExceeded, NoModelLoaded, Serving, TooManyPixels
+from sleeve_inference.serving import NoModelLoaded, Serving
 
 __all__ = ["MODEL_NAME", "router"]
 
@@ -57,17 +56,6 @@ _INPUT = "image"
 _OUTPUT = "probabilities"
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 _EXTENSIONS = ["binary_tensor_data"]
-
-_SERVING_ERRORS = (
-    Overloaded,
-    QueueFull,
-    NoModelLoaded,
-    NoModel,
-    BatcherClosed,
-    DeadlineExceeded,
-    TooManyPixels,
-)
-
 
 # --- Errors in V2's body ---------------------------------------------------------------------
 
@@ -86,7 +74,7 @@ class _V2Error(Exception):
 
 def _error_response(exc: Exception) -> JSONResponse:
     """V2's answer to anything a V2 handler raised."""
-    if isinstance(exc, _SERVING_ERRORS):
+    if isinstance(exc, SERVING_ERRORS):
         exc = serving_error(exc)
     if isinstance(exc, _V2Error | ApiError):
         status, message, headers = exc.status, exc.message, exc.headers
