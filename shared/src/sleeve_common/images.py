@@ -35,7 +35,10 @@ _MIN_SIDE = 8
 # What uploads, URLs and scraped covers may be; the docs list the same set.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 _JPEG = ("JPEG", "MPO")  # MPO: a camera's JPEG with extra frames; the first is the picture
-_EXIF_ORIENTATION = 0x0112
+_JPEG_START = b"\xff\xd8\xff"
+# An APP1 EXIF block sits in the first 64 KiB; only such a JPEG can carry an orientation.
+_EXIF_MARK = b"Exif\x00\x00"
+_EXIF_SEARCH = 65_536
 
 
 class InvalidImage(SleeveError):
@@ -63,16 +66,14 @@ def decode_model_input(
     Raises ``InvalidImage`` (with the reason) for empty, corrupt, unsupported or oversized
     input. Safe to call from several threads at once; both decoders release the GIL.
     """
-    with _open(data, max_pixels=max_pixels) as image:
-        if image.format in _JPEG and image.mode in ("RGB", "L") and _orientation(image) == 1:
-            try:
-                pixels = simplejpeg.decode_jpeg(
-                    data, colorspace="RGB", min_height=size, min_width=size
-                )
-            except ValueError as exc:
-                raise InvalidImage(f"corrupt image: {exc}") from None
-            rgb = Image.fromarray(pixels)
-        else:
+    if _plain_jpeg(data, max_pixels=max_pixels):
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
+        except ValueError as exc:
+            raise InvalidImage(f"corrupt image: {exc}") from None
+        rgb = Image.fromarray(pixels)
+    else:
+        with _open(data, max_pixels=max_pixels) as image:
             if image.format in _JPEG:
                 image.draft("RGB", (size, size))
             _load(image)
@@ -96,17 +97,36 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
         raise InvalidImage("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt image: {exc}") from None
-    width, height = image.size
-    if image.format not in ACCEPTED_FORMATS:
-        problem = f"unsupported image format {image.format}"
-    elif width * height > max_pixels:
-        problem = f"image too large: {width}x{height} pixels (limit {max_pixels})"
-    elif width < _MIN_SIDE or height < _MIN_SIDE:
-        problem = f"image too small: {width}x{height} pixels"
-    else:
-        return image
-    image.close()
-    raise InvalidImage(problem)
+    try:
+        if image.format not in ACCEPTED_FORMATS:
+            raise InvalidImage(f"unsupported image format {image.format}")
+        _check_size(*image.size, max_pixels)
+    except InvalidImage:
+        image.close()
+        raise
+    return image
+
+
+def _plain_jpeg(data: bytes, *, max_pixels: int) -> bool:
+    """A JPEG that simplejpeg can take alone: YCbCr or grey, no EXIF block that could rotate
+    it, within the size limits (checked from libjpeg's header read, no Pillow parse)."""
+    if not data.startswith(_JPEG_START) or _EXIF_MARK in data[:_EXIF_SEARCH]:
+        return False
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return False  # Pillow's path says what is wrong with it
+    if colorspace not in ("YCbCr", "Gray"):
+        return False
+    _check_size(width, height, max_pixels)
+    return True
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InvalidImage(f"image too large: {width}x{height} pixels (limit {max_pixels})")
+    if width < _MIN_SIDE or height < _MIN_SIDE:
+        raise InvalidImage(f"image too small: {width}x{height} pixels")
 
 
 def _load(image: Image.Image) -> None:
@@ -118,13 +138,6 @@ def _load(image: Image.Image) -> None:
         raise InvalidImage(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt image: {exc}") from None
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except Exception:  # a broken EXIF block must not reject a readable image
-        return 1
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
