@@ -15,6 +15,8 @@ from support import DISCOGS5
 
 from sleeve_common.cli import main
 
+from .fakes import FakeItunes
+
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
@@ -101,10 +103,10 @@ def test_unimplemented_source_exits_2(db_file: Path, capsys: pytest.CaptureFixtu
     assert sleeve("db", "upgrade") == 0
     capsys.readouterr()
 
-    assert sleeve("scrape", "--source", "itunes") == 2
+    assert sleeve("scrape", "--source", "musicbrainz") == 2
 
     assert error_lines(capsys.readouterr().err) == [
-        "sleeve: not implemented yet: the itunes source"
+        "sleeve: not implemented yet: the musicbrainz source"
     ]
 
 
@@ -190,3 +192,47 @@ def test_unreachable_postgres_exits_1(
         "sleeve: error: cannot reach the database at postgresql+asyncpg://u:***@127.0.0.1:1/db: "
     )
     assert "hunter2" not in line
+
+
+def test_scrape_itunes_genres_from_the_fake_api(
+    db_file: Path,
+    itunes: FakeItunes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SLEEVE_ITUNES_BASE_URL", itunes.base_url)
+    monkeypatch.setenv("SLEEVE_ITUNES_RATE", "1000")
+    monkeypatch.setenv("SLEEVE_DOWNLOAD_RATE", "1000")
+    assert sleeve("db", "upgrade") == 0
+    capsys.readouterr()
+
+    args = ("scrape", "--source", "itunes", "--genres", "jazz,metal", "--per-genre", "3")
+    assert sleeve(*args) == 0
+
+    captured = capsys.readouterr()
+    assert captured.out == "scrape run 1: 6 seen: 6 added, 0 duplicates, 0 rejected\n"
+    lines = error_lines(captured.err)
+    assert lines[0].startswith("[scrape  17%] run 1: itunes jazz 1/3 - 1 seen: 1 added")
+    assert lines[-1] == "[scrape 100%] run 1 done: 6 seen: 6 added, 0 duplicates, 0 rejected"
+    with sqlite3.connect(db_file) as connection:
+        genres = connection.execute(
+            "SELECT genre, count(*) FROM album_labels GROUP BY genre ORDER BY genre"
+        ).fetchall()
+    assert genres == [("jazz", 3), ("metal", 3)]
+
+
+def test_scrape_an_unknown_genre_exits_1_naming_the_known_ones(
+    db_file: Path,
+    itunes: FakeItunes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SLEEVE_ITUNES_BASE_URL", itunes.base_url)
+    assert sleeve("db", "upgrade") == 0
+    capsys.readouterr()
+
+    assert sleeve("scrape", "--source", "itunes", "--genres", "polka") == 1
+
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith("sleeve: error: the itunes source has no genre 'polka'; it knows blues,")
+    assert itunes.hits == []

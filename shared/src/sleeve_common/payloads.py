@@ -13,7 +13,9 @@ __all__ = ["IMPLEMENTED_SOURCES", "SOURCES", "ScrapeRequest", "Source", "TrainRe
 
 Source = Literal["itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "mumu-csv", "folder"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
-IMPLEMENTED_SOURCES: tuple[str, ...] = ("folder",)
+# The scraper's registry (``sleeve_scraper.sources.names()``), repeated here so the API can
+# validate requests without importing the scraper; a scraper test keeps the two equal.
+IMPLEMENTED_SOURCES: tuple[str, ...] = ("deezer", "folder", "itunes")
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 

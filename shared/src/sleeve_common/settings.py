@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     download_rate: PositiveRate = 10.0
     max_cover_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
     user_agent: str = "Sleeve/0.1 (+https://github.com/sleeve-covers/sleeve)"
+    # Scraper HTTP edge, cover downloads and genre taxonomy (see docs/configuration.md).
+    scrape_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    scrape_retry_attempts: int = Field(default=5, ge=1, le=20)
+    scrape_host_pause_after: int = Field(default=5, ge=1, le=1000)
+    scrape_host_pause_s: float = Field(default=60.0, ge=0, le=3600)
+    scrape_download_concurrency: int = Field(default=8, ge=1, le=64)
+    scrape_taxonomy: Path | None = None
+    scrape_multi_genre: Literal["drop", "keep"] = "drop"
 
     @field_validator("database_url")
     @classmethod

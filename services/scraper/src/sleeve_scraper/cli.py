@@ -20,8 +20,16 @@ def register(commands: Any) -> None:
     scrape = commands.add_parser("scrape", help="collect covers and genre labels from a source")
     scrape.add_argument("--source", required=True, choices=SOURCES)
     scrape.add_argument("--path", help="folder (DIR/<genre>/<file>) or label file to read")
-    scrape.add_argument("--genres", type=genre_list, help="comma-separated genres to keep")
-    scrape.add_argument("--per-genre", type=bounded(int, 1), help="at most N covers per genre")
+    scrape.add_argument(
+        "--genres",
+        type=genre_list,
+        help="comma-separated genres to scrape (API sources: every genre of their taxonomy)",
+    )
+    scrape.add_argument(
+        "--per-genre",
+        type=bounded(int, 1),
+        help="at most N albums per genre (API sources: 100 when not given)",
+    )
     scrape.add_argument(
         "--resume", type=bounded(int, 1), metavar="RUN", help="continue scrape run RUN"
     )

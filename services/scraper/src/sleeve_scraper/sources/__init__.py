@@ -1,31 +1,34 @@
-"""Where covers come from. Each source yields ``Found`` items from a resumable position."""
+"""Where covers come from: a name → factory registry of the implemented sources.
+
+``sleeve_common.payloads.IMPLEMENTED_SOURCES`` repeats ``names()`` for the API, which must
+not import the scraper; a test keeps the two equal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from sleeve_common.exceptions import NotImplementedYet
+from sleeve_scraper.sources.base import Found, Source, SourceContext, SourceFactory
+from sleeve_scraper.sources.deezer import deezer_source
+from sleeve_scraper.sources.folder import folder_source
+from sleeve_scraper.sources.itunes import itunes_source
 
-from sleeve_scraper.ingest import Candidate
+__all__ = ["Found", "Source", "SourceContext", "build_source", "names"]
 
-__all__ = ["Found", "Source"]
-
-
-@dataclass(frozen=True)
-class Found:
-    """A candidate with its bytes (or why they could not be had) and the cursor after it."""
-
-    candidate: Candidate
-    data: bytes | None
-    failure: str | None
-    cursor: dict[str, Any]
+_FACTORIES: dict[str, SourceFactory] = {
+    "deezer": deezer_source,
+    "folder": folder_source,
+    "itunes": itunes_source,
+}
 
 
-class Source(Protocol):
-    name: str
+def names() -> tuple[str, ...]:
+    """The implemented sources, sorted."""
+    return tuple(sorted(_FACTORIES))
 
-    async def total(self) -> int | None:
-        """How many items this source will yield, if known."""
 
-    def found(self, cursor: dict[str, Any]) -> AsyncIterator[Found]:
-        """Items after ``cursor`` (``{}`` = from the start)."""
+def build_source(context: SourceContext) -> Source:
+    """The source the request names, or ``NotImplementedYet`` for one a later release adds."""
+    factory = _FACTORIES.get(context.request.source)
+    if factory is None:
+        raise NotImplementedYet(f"the {context.request.source} source")
+    return factory(context)

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 from sleeve_common.genres import normalize_genre
 from sleeve_scraper.exceptions import SourceError
-from sleeve_scraper.ingest import Candidate
-from sleeve_scraper.sources import Found
+from sleeve_scraper.sources.base import Candidate, Found, Label, SourceContext
 
-__all__ = ["FolderSource"]
+__all__ = ["FolderSource", "folder_source"]
+
+
+def folder_source(context: SourceContext) -> FolderSource:
+    """The folder named by ``--path``, limited to the asked genres."""
+    request = context.request
+    if not request.path:
+        raise SourceError("the folder source needs a path (--path DIR)")
+    genres = {normalize_genre(g) for g in request.genres} if request.genres else None
+    return FolderSource(
+        Path(request.path),
+        genres=genres,
+        per_genre=request.per_genre,
+        max_bytes=context.settings.max_cover_bytes,
+    )
 
 
 class FolderSource:
@@ -36,7 +49,7 @@ class FolderSource:
         self._max_bytes = max_bytes
         self._files = self._list(genres, per_genre)
 
-    def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[str, Path]]:
+    def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[Label, Path]]:
         folders = sorted(
             p for p in self._root.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
@@ -44,7 +57,7 @@ class FolderSource:
             raise SourceError(
                 f"{self._root} has no genre sub-folders (expected DIR/<genre>/<file>)"
             )
-        listed: list[tuple[str, Path]] = []
+        listed: list[tuple[Label, Path]] = []
         for folder in folders:
             try:
                 genre = normalize_genre(folder.name)
@@ -58,7 +71,8 @@ class FolderSource:
             files = sorted(
                 p for p in folder.rglob("*") if not p.name.startswith(".") and _is_file(p)
             )
-            listed.extend((folder.name, p) for p in files[:per_genre])
+            label = Label(genre=genre, raw_genre=folder.name)
+            listed.extend((label, p) for p in files[:per_genre])
         if genres is not None and not listed:
             raise SourceError(f"no sub-folder of {self._root} matches the genres {sorted(genres)}")
         return listed
@@ -66,21 +80,25 @@ class FolderSource:
     async def total(self) -> int | None:
         return len(self._files)
 
-    async def found(self, cursor: dict[str, Any]) -> AsyncIterator[Found]:
+    async def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         start = int(cursor.get("files_done", 0))
         for index in range(start, len(self._files)):
-            genre, path = self._files[index]
+            label, path = self._files[index]
             relative = path.relative_to(self._root).as_posix()
             candidate = Candidate(
                 source=self.name,
                 source_id=str(path),
-                raw_genre=genre,
+                labels=(label,),
                 provenance=f"folder:{relative}",
                 title=path.stem,
             )
             data, failure = await asyncio.to_thread(self._read, path)
             yield Found(
-                candidate=candidate, data=data, failure=failure, cursor={"files_done": index + 1}
+                candidate=candidate,
+                data=data,
+                failure=failure,
+                cursor={"files_done": index + 1},
+                place=f"{label.raw_genre} (file {index + 1}/{len(self._files)})",
             )
 
     def _read(self, path: Path) -> tuple[bytes | None, str | None]:
