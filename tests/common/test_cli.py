@@ -73,7 +73,7 @@ def test_models_list_and_promote_unknown(
 def test_not_yet_implemented_commands_exit_2(
     embedded: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["score", "--input", "in.csv", "--output", "out.jsonl"]) == 2
+    assert main(["score", "--input", "in.csv", "--output", "out.jsonl", "--engine", "ray"]) == 2
     assert "not implemented yet" in _one_line(capsys.readouterr().err)
 
 

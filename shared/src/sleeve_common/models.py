@@ -237,35 +237,44 @@ class ModelVersion(Base):
 
 
 class ScoringJob(Base):
-    """Bulk scoring of a catalog: input and results live in the object store."""
+    """Bulk scoring of a catalog; its results are the ``predictions`` rows."""
 
     __tablename__ = "scoring_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    input_key: Mapped[str] = mapped_column(String(256))
-    output_key: Mapped[str | None] = mapped_column(String(256))
-    output_format: Mapped[str] = mapped_column(String(16), default="jsonl")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    engine: Mapped[str] = mapped_column(String(16), default="local")
     total: Mapped[int] = mapped_column(default=0)
     done: Mapped[int] = mapped_column(default=0)
     failed: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 
 class Prediction(Base):
+    """One scored catalog item: its genres, or why it has none. Once per item and job."""
+
     __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("scoring_job_id", "item"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    scoring_job_id: Mapped[int | None] = mapped_column(
+    scoring_job_id: Mapped[int] = mapped_column(
         ForeignKey("scoring_jobs.id", ondelete="CASCADE"), index=True
     )
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     item: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str] = mapped_column(Text)
     album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id", ondelete="SET NULL"))
     top_genre: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
     probabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stored_genre: Mapped[str | None] = mapped_column(String(64))
+    disagrees: Mapped[bool | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -29,7 +29,7 @@ import contextlib
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -100,6 +100,16 @@ class ObjectStore(Protocol):
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         """Sorted keys that start with ``prefix`` (a plain string prefix, as in S3)."""
+        ...
+
+    def iter_keys(
+        self, prefix: str = "", *, page_size: int = 1000
+    ) -> AsyncIterator[builtins.list[str]]:
+        """Keys that start with ``prefix``, a page of at most ``page_size`` at a time.
+
+        Unlike ``list`` it holds one page, not the whole listing, and keeps the backend's
+        order (S3: lexicographic; a local directory: unsorted).
+        """
         ...
 
     async def ping(self) -> None:
@@ -233,20 +243,29 @@ class ObstoreStore:
                 raise
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
+        keys: builtins.list[str] = []
+        async for page in self.iter_keys(prefix):
+            keys.extend(page)
+        return sorted(keys)
+
+    async def iter_keys(
+        self, prefix: str = "", *, page_size: int = 1000
+    ) -> AsyncIterator[builtins.list[str]]:
         _validate_prefix(prefix)
         # obstore matches prefixes segment by segment; list the enclosing "directory"
         # and filter, so "covers/a" finds "covers/ab/…" as an S3 prefix would.
         directory = prefix.rpartition("/")[0]
         listing = "/".join(part for part in (self._prefix, directory) if part)
         strip = f"{self._prefix}/" if self._prefix else ""
-        keys: builtins.list[str] = []
         with _translate("list", prefix):
-            async for chunk in obstore.list(self._backend, listing or None, chunk_size=1000):
-                for meta in chunk:
-                    key = meta["path"].removeprefix(strip)
-                    if key.startswith(prefix):
-                        keys.append(key)
-        return sorted(keys)
+            async for chunk in obstore.list(self._backend, listing or None, chunk_size=page_size):
+                keys = [
+                    key
+                    for key in (meta["path"].removeprefix(strip) for meta in chunk)
+                    if key.startswith(prefix)
+                ]
+                if keys:
+                    yield keys
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` if unreachable, ``StoreError`` if reachable but unusable."""

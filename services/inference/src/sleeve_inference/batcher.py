@@ -253,17 +253,7 @@ class Batcher:
         """The model inputs that decoded, and the reason for each input that did not."""
         if isinstance(inputs, np.ndarray):
             return inputs, [None] * len(inputs)
-        pixels: list[np.ndarray] = []
-        errors: list[InvalidImage | None] = []
-        for data in inputs:
-            try:
-                pixels.append(predictor.decode(data, max_pixels=self._max_image_pixels))
-                errors.append(None)
-            except InvalidImage as exc:
-                errors.append(exc)
-        size = predictor.input_size
-        stacked = np.stack(pixels) if pixels else np.empty((0, size, size, 3), dtype=np.uint8)
-        return stacked, errors
+        return predictor.decode_all(inputs, max_pixels=self._max_image_pixels)
 
 
 def _fail(entries: list[_Entry], exc: BaseException) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from sleeve_common.cli_args import bounded
@@ -43,5 +44,23 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _score(_args: argparse.Namespace, _settings: Settings) -> int:
-    raise NotImplementedYet("bulk scoring (`sleeve score`)")
+async def _score(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate, score the catalog with a progress line and ETA, export, print a summary."""
+    if args.engine != "local":
+        raise NotImplementedYet(f"the {args.engine} scoring engine (`--engine {args.engine}`)")
+    # Imported here so that every other `sleeve` command starts without onnxruntime.
+    from sleeve_common.progress import TerminalProgress, ThrottledProgress
+    from sleeve_common.runtime import open_runtime
+    from sleeve_inference.scoring.exports import write_export
+    from sleeve_inference.scoring.jobs import create_scoring_job, run_scoring
+
+    output = Path(args.output).expanduser().absolute()
+    async with open_runtime(settings) as runtime:
+        job = await create_scoring_job(
+            runtime=runtime, input=args.input, output=output, model=args.model, engine="local"
+        )
+        progress = ThrottledProgress(TerminalProgress("score"), interval_s=1.0)
+        summary = await run_scoring(runtime, job.id, progress)
+        await write_export(db=runtime.db, scoring_job_id=job.id, path=output, top_k=settings.top_k)
+    print(f"{summary.line()}; results in {output}")  # noqa: T201
+    return 0

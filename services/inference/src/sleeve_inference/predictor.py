@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from sleeve_common.images import MODEL_INPUT_SIZE, decode_model_input
+from sleeve_common.images import MODEL_INPUT_SIZE, InvalidImage, decode_model_input
 
 __all__ = ["Predictor", "choose_providers"]
 
@@ -96,6 +97,22 @@ class Predictor:
     def decode(self, data: bytes, *, max_pixels: int) -> np.ndarray:
         """Encoded image → this model's uint8 input (raises ``InvalidImage`` with the reason)."""
         return decode_model_input(data, max_pixels=max_pixels, size=self.input_size)
+
+    def decode_all(
+        self, payloads: Sequence[bytes], *, max_pixels: int
+    ) -> tuple[np.ndarray, list[InvalidImage | None]]:
+        """The payloads that decode, stacked in order, and for each payload why it did not."""
+        pixels: list[np.ndarray] = []
+        errors: list[InvalidImage | None] = []
+        for data in payloads:
+            try:
+                pixels.append(self.decode(data, max_pixels=max_pixels))
+                errors.append(None)
+            except InvalidImage as exc:
+                errors.append(exc)
+        if not pixels:
+            return np.empty((0, self.input_size, self.input_size, 3), dtype=np.uint8), errors
+        return np.stack(pixels), errors
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) for uint8 NHWC images (blocking: call from a thread)."""

@@ -1,0 +1,235 @@
+"""Scoring jobs: create one (every check before any work), run or resume it with the local engine.
+
+A job's results are its ``predictions`` rows, one per distinct item; ``done`` and ``failed``
+on the ``scoring_jobs`` row are always recomputed from them. Running a job again scores only
+the items without a row, so an interrupted job resumes where it stopped and a finished one
+adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+
+from sleeve_common.cpus import available_cpus
+from sleeve_common.exceptions import NotFound, NotImplementedYet
+from sleeve_common.jobs import JobStatus
+from sleeve_common.models import ModelVersion, ScoringJob, utcnow
+from sleeve_common.progress import ProgressSink, silent_progress
+from sleeve_common.registry import resolve_serving_version
+from sleeve_inference.model_holder import fetch_model_file
+from sleeve_inference.predictor import Predictor, choose_providers
+from sleeve_inference.scoring.catalog import open_catalog
+from sleeve_inference.scoring.engine import ChunkDone, EngineOptions, count_rows, score_catalog
+from sleeve_inference.scoring.errors import OutputError
+from sleeve_inference.scoring.exports import format_for_path
+from sleeve_inference.url_fetch import UrlFetcher
+
+if TYPE_CHECKING:
+    from sleeve_common.runtime import Runtime
+
+__all__ = ["ScoringSummary", "check_output", "create_scoring_job", "run_scoring"]
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ScoringSummary:
+    """The outcome of a run: the job's counts and this run's pace."""
+
+    scoring_job_id: int
+    total: int
+    done: int
+    failed: int
+    duplicates: int
+    written: int
+    elapsed_s: float
+    duplicate_examples: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.written / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        text = (
+            f"scoring job {self.scoring_job_id}: {self.done} scored, {self.failed} failed, "
+            f"{self.duplicates} duplicate ids of {self.total} items; {self.written} scored in "
+            f"this run at {self.images_per_second:.1f} images/s"
+        )
+        if self.duplicate_examples:
+            text += f" (duplicates include {', '.join(map(repr, self.duplicate_examples))})"
+        return text
+
+
+def check_output(path: Path) -> None:
+    """``OutputError`` unless ``path`` has a known extension and can be written."""
+    format_for_path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder, not a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot write {path}: permission denied")
+
+
+async def create_scoring_job(
+    *,
+    runtime: Runtime,
+    input: str,
+    output: Path | None = None,
+    model: str | None = None,
+    engine: str = "local",
+) -> ScoringJob:
+    """Validate the request (input, output, model, engine) and add a queued scoring job."""
+    if engine not in ENGINES:
+        raise OutputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine != "local":
+        raise NotImplementedYet(f"the {engine} scoring engine")
+    if output is not None:
+        check_output(output)
+    version = await resolve_serving_version(db=runtime.db, version=model)
+    catalog = await open_catalog(input, store=runtime.store)
+    request: dict[str, Any] = {
+        "input": input,
+        "output": None if output is None else str(output),
+        "model": version.version,
+    }
+    async with runtime.db.session() as session:
+        job = ScoringJob(
+            model_version_id=version.id,
+            request=request,
+            engine=engine,
+            total=catalog.total,
+            status=JobStatus.QUEUED,
+            created_at=utcnow(),
+        )
+        session.add(job)
+        await session.flush()
+    return job
+
+
+async def run_scoring(
+    runtime: Runtime,
+    scoring_job_id: int,
+    on_progress: ProgressSink = silent_progress,
+    *,
+    chunk_size: int = 256,
+) -> ScoringSummary:
+    """Score (or resume) the job's items that have no row yet; the job ends succeeded or failed."""
+    started = time.monotonic()
+    job, version = await _load(runtime, scoring_job_id)
+    settings = runtime.settings
+    catalog = await open_catalog(str(job.request["input"]), store=runtime.store)
+    await _update(
+        runtime,
+        job.id,
+        status=JobStatus.RUNNING,
+        error=None,
+        total=catalog.total,
+        finished_at=None,
+        started_at=job.started_at or utcnow(),
+    )
+    try:
+        predictor = await _open_predictor(runtime, version)
+        options = EngineOptions(
+            chunk_size=chunk_size,
+            batch_size=settings.batch_max_size,
+            threads=settings.cpu_threads or available_cpus(),
+            max_pixels=settings.max_image_pixels,
+        )
+
+        async def on_chunk(chunk: ChunkDone) -> None:
+            await on_progress(*_progress(chunk, catalog.total))
+
+        async with UrlFetcher.from_settings(settings) as fetcher:
+            counts = await score_catalog(
+                db=runtime.db,
+                store=runtime.store,
+                fetcher=fetcher,
+                predictor=predictor,
+                job=job,
+                catalog=catalog,
+                options=options,
+                on_chunk=on_chunk,
+            )
+    except BaseException as exc:
+        await asyncio.shield(
+            _update(
+                runtime,
+                job.id,
+                status=JobStatus.FAILED,
+                finished_at=utcnow(),
+                error=f"{type(exc).__name__}: {exc}"[:10_000],
+            )
+        )
+        await asyncio.shield(count_rows(db=runtime.db, scoring_job_id=job.id))
+        raise
+    done, failed = await count_rows(db=runtime.db, scoring_job_id=job.id)
+    duplicates = max(0, counts.enumerated - done - failed)
+    await _update(
+        runtime, job.id, status=JobStatus.SUCCEEDED, finished_at=utcnow(), duplicates=duplicates
+    )
+    summary = ScoringSummary(
+        scoring_job_id=job.id,
+        total=counts.enumerated,
+        done=done,
+        failed=failed,
+        duplicates=duplicates,
+        written=counts.written,
+        elapsed_s=time.monotonic() - started,
+        duplicate_examples=counts.duplicate_examples,
+    )
+    await on_progress(1.0, summary.line())
+    return summary
+
+
+def _progress(chunk: ChunkDone, total: int) -> tuple[float, str]:
+    """The fraction scored and a message with images/s and the ETA."""
+    finished = chunk.done + chunk.failed
+    rate = chunk.written / chunk.elapsed_s if chunk.elapsed_s > 0 else 0.0
+    remaining = max(0, total - chunk.enumerated)
+    eta = f"{remaining / rate:.0f} s" if rate > 0 else "unknown"
+    fraction = min(1.0, chunk.enumerated / total) if total else -1.0
+    message = f"{finished}/{total} items scored, {rate:.1f} images/s, ETA {eta}"
+    return fraction, message
+
+
+async def _load(runtime: Runtime, scoring_job_id: int) -> tuple[ScoringJob, ModelVersion]:
+    async with runtime.db.session() as session:
+        job = await session.get(ScoringJob, scoring_job_id)
+        if job is None:
+            raise NotFound(f"scoring job {scoring_job_id} does not exist")
+        version = await session.get(ModelVersion, job.model_version_id)
+        if version is None:
+            raise NotFound(f"model version id {job.model_version_id} does not exist")
+    return job, version
+
+
+async def _update(runtime: Runtime, scoring_job_id: int, **values: Any) -> None:
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(ScoringJob).where(ScoringJob.id == scoring_job_id).values(**values)
+        )
+
+
+async def _open_predictor(runtime: Runtime, version: ModelVersion) -> Predictor:
+    settings = runtime.settings
+    path = await fetch_model_file(
+        store=runtime.store, row=version, cache_dir=settings.data_dir / "cache" / "models"
+    )
+    return await asyncio.to_thread(
+        Predictor.open,
+        path,
+        version=version.version,
+        labels=[str(label) for label in version.labels],
+        providers=choose_providers(settings.ort_providers),
+        threads=1,
+    )
