@@ -21,20 +21,27 @@ from sleeve_common.cpus import available_cpus
 from sleeve_common.exceptions import NotFound, NotImplementedYet
 from sleeve_common.jobs import JobStatus
 from sleeve_common.models import ModelVersion, ScoringJob, utcnow
-from sleeve_common.progress import ProgressSink, silent_progress
+from sleeve_common.progress import ProgressSink, ThrottledProgress, silent_progress
 from sleeve_common.registry import resolve_serving_version
 from sleeve_inference.model_holder import fetch_model_file
 from sleeve_inference.predictor import Predictor, choose_providers
 from sleeve_inference.scoring.catalog import open_catalog
 from sleeve_inference.scoring.engine import ChunkDone, EngineOptions, count_rows, score_catalog
 from sleeve_inference.scoring.errors import OutputError
-from sleeve_inference.scoring.exports import format_for_path
+from sleeve_inference.scoring.exports import format_for_path, write_export
 from sleeve_inference.url_fetch import UrlFetcher
 
 if TYPE_CHECKING:
     from sleeve_common.runtime import Runtime
+    from sleeve_common.worker import Handler, JobContext
 
-__all__ = ["ScoringSummary", "check_output", "create_scoring_job", "run_scoring"]
+__all__ = [
+    "ScoringSummary",
+    "check_output",
+    "create_scoring_job",
+    "run_scoring",
+    "score_handler",
+]
 
 ENGINES = ("local", "ray")
 
@@ -233,3 +240,24 @@ async def _open_predictor(runtime: Runtime, version: ModelVersion) -> Predictor:
         providers=choose_providers(settings.ort_providers),
         threads=1,
     )
+
+
+def score_handler(runtime: Runtime) -> Handler:
+    """The ``score`` job kind (``sleeve worker score``): run or resume the scoring job named by
+    the payload's ``scoring_job_id``. A worker that dies mid-job loses its lease; the next
+    claim resumes the same scoring job, scoring only the items without a row."""
+
+    async def handle(ctx: JobContext) -> dict[str, Any]:
+        scoring_job_id = int(ctx.payload["scoring_job_id"])
+        summary = await run_scoring(runtime, scoring_job_id, ThrottledProgress(ctx.progress))
+        job, _ = await _load(runtime, scoring_job_id)
+        if job.request.get("output"):
+            await write_export(
+                db=runtime.db,
+                scoring_job_id=scoring_job_id,
+                path=Path(job.request["output"]),
+                top_k=runtime.settings.top_k,
+            )
+        return {"scoring_job_id": scoring_job_id, "summary": summary.line()}
+
+    return handle
