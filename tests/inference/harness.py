@@ -20,6 +20,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+from support import ThreadedUvicorn
 
 from sleeve_common.db import Database
 from sleeve_common.models import ModelVersion
@@ -142,20 +143,6 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that signals when its startup has finished, well or not."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.startup_done = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.startup_done.set()
-
-
 @contextlib.asynccontextmanager
 async def serve_on_socket(app: FastAPI) -> AsyncIterator[str]:
     """``host:port`` of ``app`` (lifespan and all) served by uvicorn on a free loopback port.
@@ -166,7 +153,7 @@ async def serve_on_socket(app: FastAPI) -> AsyncIterator[str]:
     """
     sock = socket.create_server(("127.0.0.1", 0))
     config = uvicorn.Config(app, lifespan="on", ws="none", log_config=None, access_log=False)
-    server = _Server(config)
+    server = ThreadedUvicorn(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -7,27 +7,19 @@ before any connection, so nothing here leaves the machine.
 
 from __future__ import annotations
 
-import functools
 import shutil
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from support import DISCOGS5, make_settings
+from support import DISCOGS5, make_settings, serve_folder
 
 from sleeve_inference.app import create_app
 
 from .harness import API_KEY, LIMITS, Registered, image_bytes, serve
 
 RED = (255, 0, 0)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +29,8 @@ def cover_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     shutil.copyfile(sorted((DISCOGS5 / "Rock").glob("*.jpg"))[0], folder / "cover.jpg")
     (folder / "red.png").write_bytes(image_bytes(RED))
     (folder / "notes.txt").write_text("not a cover")
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(folder) as url:
+        yield url
 
 
 @pytest.fixture

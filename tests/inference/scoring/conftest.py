@@ -3,15 +3,12 @@ a real HTTP server for URL manifests."""
 
 from __future__ import annotations
 
-import functools
 import shutil
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support import DISCOGS5, make_settings
+from support import DISCOGS5, make_settings, serve_folder
 
 from sleeve_common.runtime import Runtime, open_runtime
 from sleeve_common.settings import Settings
@@ -82,20 +79,8 @@ def web_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_cover_folder(tmp_path_factory.mktemp("www"), count=3)
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def cover_server(web_root: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving ``web_root``; its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(web_root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(web_root) as url:
+        yield url

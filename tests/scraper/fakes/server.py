@@ -22,6 +22,7 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
+from support import ThreadedUvicorn
 
 __all__ = [
     "FakeServer",
@@ -139,20 +140,6 @@ def http_date(seconds_from_now: float) -> str:
     return formatdate(time.time() + seconds_from_now, usegmt=True)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that signals when its startup has finished, well or not."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.startup_done = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        finally:
-            self.startup_done.set()
-
-
 @contextlib.contextmanager
 def serve(app: FakeServer) -> Iterator[FakeServer]:
     """Serve ``app`` on a free loopback port from a thread with its own loop."""
@@ -165,7 +152,7 @@ def serve(app: FakeServer) -> Iterator[FakeServer]:
         access_log=False,
         timeout_graceful_shutdown=1,
     )
-    server = _Server(config)
+    server = ThreadedUvicorn(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
