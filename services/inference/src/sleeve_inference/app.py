@@ -15,7 +15,7 @@ from sleeve_common.settings import Settings
 from sleeve_inference.errors import install_error_handlers
 from sleeve_inference.limits import BodySizeLimit
 from sleeve_inference.metrics import Metrics, MetricsMiddleware
-from sleeve_inference.model_holder import ModelHolder
+from sleeve_inference.model_holder import ModelHolder, model_cache_dir
 from sleeve_inference.request_log import RequestLogMiddleware
 from sleeve_inference.routes import health, models, page, predict, v2, work
 from sleeve_inference.serving import Serving
@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with open_runtime(settings) as runtime:
             holder = ModelHolder(
                 runtime,
-                cache_dir=settings.data_dir / "cache" / "models",
+                cache_dir=model_cache_dir(settings),
                 threads=Serving.model_threads(settings),
                 on_change=metrics.serving,
             )

@@ -19,10 +19,17 @@ from sleeve_common.exceptions import NotFound
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import resolve_serving_version
 from sleeve_common.runtime import Runtime
+from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore
 from sleeve_inference.predictor import Predictor, choose_providers
 
-__all__ = ["ModelHolder", "ModelIntegrityError", "fetch_model_file"]
+__all__ = [
+    "ModelHolder",
+    "ModelIntegrityError",
+    "fetch_model_file",
+    "load_predictor",
+    "model_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,26 @@ async def fetch_model_file(*, store: ObjectStore, row: ModelVersion, cache_dir: 
     tmp.write_bytes(data)
     tmp.replace(path)
     return path
+
+
+def model_cache_dir(settings: Settings) -> Path:
+    """Where downloaded model files are kept, shared by the API and the scoring workers."""
+    return settings.data_dir / "cache" / "models"
+
+
+async def load_predictor(
+    *, runtime: Runtime, row: ModelVersion, cache_dir: Path, threads: int
+) -> Predictor:
+    """The version as a ``Predictor``: its file fetched and verified, then a session opened."""
+    path = await fetch_model_file(store=runtime.store, row=row, cache_dir=cache_dir)
+    return await asyncio.to_thread(
+        Predictor.open,
+        path,
+        version=row.version,
+        labels=[str(label) for label in row.labels],
+        providers=choose_providers(runtime.settings.ort_providers),
+        threads=threads,
+    )
 
 
 class ModelHolder:
@@ -111,13 +138,6 @@ class ModelHolder:
             return self._current
 
     async def _load(self, row: ModelVersion) -> Predictor:
-        path = await fetch_model_file(store=self._runtime.store, row=row, cache_dir=self._cache_dir)
-        providers = choose_providers(self._runtime.settings.ort_providers)
-        return await asyncio.to_thread(
-            Predictor.open,
-            path,
-            version=row.version,
-            labels=list(row.labels),
-            providers=providers,
-            threads=self._threads,
+        return await load_predictor(
+            runtime=self._runtime, row=row, cache_dir=self._cache_dir, threads=self._threads
         )

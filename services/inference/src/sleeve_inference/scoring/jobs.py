@@ -23,8 +23,7 @@ from sleeve_common.jobs import JobStatus
 from sleeve_common.models import ModelVersion, ScoringJob, utcnow
 from sleeve_common.progress import ProgressSink, ThrottledProgress, silent_progress
 from sleeve_common.registry import resolve_serving_version
-from sleeve_inference.model_holder import fetch_model_file
-from sleeve_inference.predictor import Predictor, choose_providers
+from sleeve_inference.model_holder import load_predictor, model_cache_dir
 from sleeve_inference.scoring.catalog import open_catalog
 from sleeve_inference.scoring.engine import ChunkDone, EngineOptions, count_rows, score_catalog
 from sleeve_inference.scoring.errors import OutputError
@@ -145,7 +144,9 @@ async def run_scoring(
         started_at=job.started_at or utcnow(),
     )
     try:
-        predictor = await _open_predictor(runtime, version)
+        predictor = await load_predictor(
+            runtime=runtime, row=version, cache_dir=model_cache_dir(runtime.settings), threads=1
+        )
         options = EngineOptions(
             chunk_size=chunk_size,
             batch_size=settings.batch_max_size,
@@ -225,21 +226,6 @@ async def _update(runtime: Runtime, scoring_job_id: int, **values: Any) -> None:
         await session.execute(
             update(ScoringJob).where(ScoringJob.id == scoring_job_id).values(**values)
         )
-
-
-async def _open_predictor(runtime: Runtime, version: ModelVersion) -> Predictor:
-    settings = runtime.settings
-    path = await fetch_model_file(
-        store=runtime.store, row=version, cache_dir=settings.data_dir / "cache" / "models"
-    )
-    return await asyncio.to_thread(
-        Predictor.open,
-        path,
-        version=version.version,
-        labels=[str(label) for label in version.labels],
-        providers=choose_providers(settings.ort_providers),
-        threads=1,
-    )
 
 
 def score_handler(runtime: Runtime) -> Handler:
