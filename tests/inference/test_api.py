@@ -445,9 +445,9 @@ async def test_invalid_training_request_is_refused(
     assert_error(response, 422, "invalid_request", fragment)
 
 
-async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient) -> None:
+async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient, tmp_path: Path) -> None:
     created = await api.post(
-        "/v1/scrape-runs", json={"source": "folder", "path": "/data/covers"}, headers=KEY
+        "/v1/scrape-runs", json={"source": "folder", "path": str(tmp_path)}, headers=KEY
     )
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
@@ -455,7 +455,7 @@ async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient) -> None:
     shown = await api.get(f"/v1/scrape-runs/{job_id}")
     assert shown.status_code == 200
     assert shown.json()["kind"] == "scrape"
-    assert shown.json()["request"]["path"] == "/data/covers"
+    assert shown.json()["request"]["path"] == str(tmp_path)
     assert_error(await api.get(f"/v1/training-runs/{job_id}"), 404, "not_found", str(job_id))
 
 

@@ -17,7 +17,20 @@ from support import make_settings
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 
-from .fakes import FakeCdn, FakeDeezer, FakeEcho, FakeItunes, serve
+from .fakes import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeCdn,
+    FakeCoverArtArchive,
+    FakeDeezer,
+    FakeEcho,
+    FakeItunes,
+    FakeMusicBrainz,
+    FakeSpotify,
+    serve,
+)
+
+CONTACT = "covers@example.org"
 
 
 def with_settings(runtime: Runtime, **overrides: object) -> Runtime:
@@ -61,6 +74,24 @@ def deezer_server(cdn_server: FakeCdn) -> Iterator[FakeDeezer]:
 
 
 @pytest.fixture(scope="session")
+def coverart_server(cdn_server: FakeCdn) -> Iterator[FakeCoverArtArchive]:
+    with serve(FakeCoverArtArchive(cdn_server)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def musicbrainz_server(coverart_server: FakeCoverArtArchive) -> Iterator[FakeMusicBrainz]:
+    with serve(FakeMusicBrainz(coverart_server)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def spotify_server(cdn_server: FakeCdn) -> Iterator[FakeSpotify]:
+    with serve(FakeSpotify(cdn_server)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def echo_server() -> Iterator[FakeEcho]:
     with serve(FakeEcho()) as server:
         yield server
@@ -87,6 +118,28 @@ def deezer(deezer_server: FakeDeezer, cdn: FakeCdn) -> FakeDeezer:
 
 
 @pytest.fixture
+def coverart(coverart_server: FakeCoverArtArchive, cdn: FakeCdn) -> FakeCoverArtArchive:
+    coverart_server.reset()
+    return coverart_server
+
+
+@pytest.fixture
+def musicbrainz(
+    musicbrainz_server: FakeMusicBrainz, coverart: FakeCoverArtArchive
+) -> FakeMusicBrainz:
+    musicbrainz_server.reset()
+    musicbrainz_server.stock()
+    return musicbrainz_server
+
+
+@pytest.fixture
+def spotify(spotify_server: FakeSpotify, cdn: FakeCdn) -> FakeSpotify:
+    spotify_server.reset()
+    spotify_server.stock()
+    return spotify_server
+
+
+@pytest.fixture
 def echo(echo_server: FakeEcho) -> FakeEcho:
     echo_server.reset()
     return echo_server
@@ -94,19 +147,36 @@ def echo(echo_server: FakeEcho) -> FakeEcho:
 
 @pytest.fixture
 def api_runtime(
-    runtime: Runtime, tmp_path: Path, itunes: FakeItunes, deezer: FakeDeezer
+    runtime: Runtime,
+    tmp_path: Path,
+    itunes: FakeItunes,
+    deezer: FakeDeezer,
+    musicbrainz: FakeMusicBrainz,
+    spotify: FakeSpotify,
 ) -> Runtime:
-    """The test's database and store, with every API source pointed at its fake.
+    """The test's database and store, with every API source pointed at its fake and given
+    the credentials it needs (Spotify's client id and secret, a MusicBrainz contact).
 
-    Rates are high so tests run fast; pacing itself is proven in test_http.py.
+    Rates are high so tests run fast; pacing itself is proven in test_http.py (and against
+    MusicBrainz's window in test_musicbrainz.py).
     """
     settings = make_settings(
         tmp_path,
         runtime.settings.database_url,
         itunes_base_url=itunes.base_url,
         deezer_base_url=deezer.base_url,
+        musicbrainz_base_url=f"{musicbrainz.base_url}/ws/2",
+        coverartarchive_base_url=musicbrainz.coverart.base_url,
+        spotify_api_base_url=f"{spotify.base_url}/v1",
+        spotify_auth_url=f"{spotify.base_url}/api/token",
+        spotify_client_id=CLIENT_ID,
+        spotify_client_secret=CLIENT_SECRET,
+        musicbrainz_contact=CONTACT,
         itunes_rate=1000,
         deezer_rate=1000,
+        musicbrainz_rate=1000,
+        coverartarchive_rate=1000,
+        spotify_rate=1000,
         download_rate=1000,
         scrape_timeout_s=5,
         scrape_download_concurrency=4,

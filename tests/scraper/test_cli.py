@@ -99,14 +99,81 @@ def test_scrape_again_with_genre_filter_and_limit(
     ]
 
 
-def test_unimplemented_source_exits_2(db_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert sleeve("db", "upgrade") == 0
-    capsys.readouterr()
+@pytest.mark.parametrize(
+    ("args", "code", "line"),
+    [
+        (
+            ["--source", "spotify"],
+            2,
+            "sleeve: configuration error: the spotify source needs SLEEVE_SPOTIFY_CLIENT_ID and "
+            "SLEEVE_SPOTIFY_CLIENT_SECRET: the client credentials of a Spotify app "
+            "(https://developer.spotify.com/dashboard)",
+        ),
+        (
+            ["--source", "musicbrainz"],
+            2,
+            "sleeve: configuration error: the musicbrainz source needs SLEEVE_MUSICBRAINZ_CONTACT: "
+            "an e-mail address or URL that MusicBrainz can reach you at (it refuses clients that "
+            "do not say who they are)",
+        ),
+        (
+            ["--source", "bandcamp-tsv", "--path", "{tmp}/links.tsv"],
+            1,
+            "sleeve: error: the bandcamp-tsv source's TSV file {tmp}/links.tsv does not exist",
+        ),
+        (
+            ["--source", "mumu-csv", "--path", "{tmp}"],
+            1,
+            "sleeve: error: {tmp} is not a file (the mumu-csv source reads a CSV file)",
+        ),
+        (
+            ["--source", "folder", "--path", "{tmp}/covers.txt"],
+            1,
+            "sleeve: error: folder {tmp}/covers.txt does not exist",
+        ),
+    ],
+    ids=["spotify-credentials", "musicbrainz-contact", "bandcamp-file", "mumu-folder", "folder"],
+)
+def test_what_a_worker_could_not_do_is_refused_before_the_database_is_opened(
+    db_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    line: str,
+) -> None:
+    # No `sleeve db upgrade`: the check comes first, so the database is never looked at.
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+
+    assert sleeve("scrape", *argv) == code
+
+    assert error_lines(capsys.readouterr().err) == [line.replace("{tmp}", str(tmp_path))]
+    assert not db_file.exists()
+
+
+def test_a_set_contact_lets_musicbrainz_start(
+    db_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLEEVE_MUSICBRAINZ_CONTACT", "covers@example.org")
+    monkeypatch.setenv("SLEEVE_MUSICBRAINZ_BASE_URL", "http://127.0.0.1:9/ws/2")
+
+    # Past the up-front check, the run stops at the database that was never upgraded.
+    assert sleeve("scrape", "--source", "musicbrainz", "--genres", "jazz") == 1
+
+    [line] = error_lines(capsys.readouterr().err)
+    assert "run `sleeve db upgrade`" in line
+
+
+def test_a_bad_contact_is_a_configuration_error(
+    db_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLEEVE_MUSICBRAINZ_CONTACT", "call me")
 
     assert sleeve("scrape", "--source", "musicbrainz") == 2
 
     assert error_lines(capsys.readouterr().err) == [
-        "sleeve: not implemented yet: the musicbrainz source"
+        "sleeve: configuration error: SLEEVE_MUSICBRAINZ_CONTACT: must be an e-mail address or "
+        "an http(s) URL MusicBrainz can reach"
     ]
 
 
@@ -163,9 +230,9 @@ def test_scrape_before_upgrade_says_to_upgrade(
     assert sleeve("scrape", "--source", "folder", "--path", str(covers)) == 1
 
     [line] = error_lines(capsys.readouterr().err)
-    assert line.startswith("sleeve: error: the database at sqlite+aiosqlite:///")
-    assert "is at schema none" in line
-    assert line.endswith("run `sleeve db upgrade`")
+    assert line.startswith(f"sleeve: error: no database file at {db_file}")
+    assert "run `sleeve db upgrade`" in line
+    assert not db_file.exists()  # only `sleeve db upgrade` creates it
 
 
 def test_bad_database_url_exits_2(

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from support import DISCOGS5, make_settings
 
 from sleeve_common.db import Database
+from sleeve_common.exceptions import InvalidRequest
 from sleeve_common.genres import normalize_genre
 from sleeve_common.models import Album, ScrapeRun
 from sleeve_common.payloads import ScrapeRequest
@@ -378,7 +379,7 @@ async def test_genre_filter_matching_no_folder(runtime: Runtime, tmp_path: Path)
     ("layout", "message"),
     [
         ("missing", r"folder .*/missing does not exist"),
-        ("file", r".*/file\.jpg is not a folder"),
+        ("file", r".*/file\.jpg is not a folder \(nor a \.csv manifest\)"),
         ("flat", r".*/flat has no genre sub-folders \(expected DIR/<genre>/<file>\)"),
         ("symbols", r"sub-folder '!!!' of .*/symbols is not a genre name"),
     ],
@@ -401,7 +402,9 @@ async def test_unusable_folders_raise_source_error(
     else:
         path = tmp_path / "missing"
 
-    with pytest.raises(SourceError, match=message):
+    # A missing path or a file that is no manifest is refused as the API refuses it, up front.
+    refused = InvalidRequest if layout in ("missing", "file") else SourceError
+    with pytest.raises(refused, match=message):
         await run_scrape(runtime, folder_request(path), on_progress=silent_progress)
 
     assert await all_runs(runtime.db) == []

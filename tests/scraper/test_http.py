@@ -346,3 +346,56 @@ async def test_urls_that_cannot_be_fetched_are_refused_at_once(
     with pytest.raises(Refused, match=re.escape(reason)):
         await make_client(sleeps).get_bytes(url, max_bytes=1000)
     assert sleeps.calls == []
+
+
+async def test_a_form_post_is_sent_with_its_headers_and_its_json_decoded(
+    echo: FakeEcho, sleeps: Sleeps, make_client: Callable[..., HttpClient]
+) -> None:
+    client = make_client(sleeps)
+    echo.fail("/echo", status(503))  # retried like a GET: a token grant is safe to repeat
+
+    answer = await client.post_form(
+        f"{echo.base_url}/echo",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": "Basic eDp5"},
+    )
+
+    assert answer == {
+        "method": "POST",
+        "form": {"grant_type": "client_credentials"},
+        "content_type": "application/x-www-form-urlencoded",
+        "authorization": "Basic eDp5",
+        "user_agent": USER_AGENT,
+    }
+    assert len(sleeps.calls) == 1
+
+
+async def test_a_request_may_replace_the_user_agent_and_add_headers(
+    echo: FakeEcho, sleeps: Sleeps, make_client: Callable[..., HttpClient]
+) -> None:
+    client = make_client(sleeps)
+
+    answer = await client.get_json(
+        f"{echo.base_url}/echo",
+        headers={"User-Agent": "Sleeve/0.1 ( me@example.org )", "Authorization": "Bearer t"},
+    )
+    plain = await client.get_json(f"{echo.base_url}/echo")
+
+    assert (answer["user_agent"], answer["authorization"]) == (
+        "Sleeve/0.1 ( me@example.org )",
+        "Bearer t",
+    )
+    assert (plain["user_agent"], plain["authorization"]) == (USER_AGENT, None)
+
+
+async def test_a_refusal_keeps_the_start_of_the_servers_answer_out_of_its_message(
+    echo: FakeEcho, sleeps: Sleeps, make_client: Callable[..., HttpClient]
+) -> None:
+    body = b'{"error": {"status": 403, "message": "Forbidden"}}'
+    echo.fail("/x", status(403, body=body))
+
+    with pytest.raises(Refused) as caught:
+        await make_client(sleeps).get_json(f"{echo.base_url}/x")
+
+    assert caught.value.body == body
+    assert "Forbidden" not in str(caught.value)

@@ -1,10 +1,12 @@
-"""One contract, every source: folder, iTunes and Deezer (later sources join the list).
+"""One contract, every source: the folder (a folder of files, and a manifest of URLs),
+iTunes, Deezer, MusicBrainz, Spotify, Bandcamp's TSV and MuMu's CSV.
 
-Each source scrapes two genres from its own material (a folder of kit covers, or the fake
-API with covers on the fake CDN) and must: yield exactly the asked genres and per-genre
-counts; add nothing and lose nothing on a re-run; resume from a saved cursor after a crash
-to the same rows as an uninterrupted run; record failed covers with their reasons. Every
-clause runs on SQLite and on PostgreSQL.
+Each source scrapes two genres from its own material (a folder of kit covers, a fake API with
+covers on the fake CDN or the fake Cover Art Archive, or a label file cut from the real one
+and pointed at the fakes) and must: yield exactly the asked genres and per-genre counts; add
+nothing and lose nothing on a re-run; resume from a saved cursor after a crash to the same
+rows as an uninterrupted run; record failed covers with their reasons. Every clause runs on
+SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ from sleeve_scraper import sources
 from sleeve_scraper.scrape import run_scrape
 
 from .conftest import Sleeps
-from .fakes import FakeCdn, FakeDeezer, FakeItunes, unique_covers
+from .fakes import (
+    FakeCdn,
+    FakeCoverArtArchive,
+    FakeDeezer,
+    FakeItunes,
+    FakeMusicBrainz,
+    FakeSpotify,
+    unique_covers,
+    write_bandcamp_tsv,
+    write_mumu_csv,
+)
 
 PER_GENRE = 5
 
@@ -142,18 +154,153 @@ def deezer_kit(deezer: FakeDeezer) -> Kit:
     )
 
 
-KITS: dict[str, Callable[[Path, FakeItunes, FakeDeezer], Kit]] = {
-    "folder": lambda tmp_path, itunes, deezer: folder_kit(tmp_path / "covers"),
-    "itunes": lambda tmp_path, itunes, deezer: itunes_kit(itunes),
-    "deezer": lambda tmp_path, itunes, deezer: deezer_kit(deezer),
+def _archive_spoilers(
+    coverart: FakeCoverArtArchive,
+) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """Spoil a release group's cover on the data node, or take its art off the archive."""
+
+    def break_cover(mbid: str) -> str:
+        release = coverart.art[mbid]
+        coverart.cdn.files[release] = coverart.cdn.files[release][:1500]
+        return "corrupt image"
+
+    def lose_cover(mbid: str) -> str:
+        del coverart.art[mbid]
+        return "cover download failed: HTTP 404"
+
+    return break_cover, lose_cover
+
+
+def musicbrainz_kit(musicbrainz: FakeMusicBrainz) -> Kit:
+    albums = [g for g in musicbrainz.groups if g.primary_type == "Album"]
+    order = {
+        "jazz": [g.mbid for g in albums if ("jazz", 4) in g.tags],
+        "metal": [g.mbid for g in albums if ("metal", 5) in g.tags],
+    }
+    break_cover, lose_cover = _archive_spoilers(musicbrainz.coverart)
+    return Kit(
+        name="musicbrainz",
+        genres=("jazz", "metal"),
+        expected=lambda genre: order[genre][:PER_GENRE],
+        break_cover=break_cover,
+        lose_cover=lose_cover,
+        downloads=musicbrainz.coverart.downloads,
+    )
+
+
+def spotify_kit(spotify: FakeSpotify) -> Kit:
+    albums = {a.id: a for found in spotify.searches.values() for a in found}
+    order = {
+        genre: [a.id for a in spotify.searches[genre] if a.album_type == "album"]
+        for genre in ("jazz", "metal")
+    }
+
+    def token_of(source_id: str) -> str:
+        return albums[source_id].token
+
+    break_cover, lose_cover = _spoilers(spotify.cdn, token_of)
+    return Kit(
+        name="spotify",
+        genres=("jazz", "metal"),
+        expected=lambda genre: order[genre][:PER_GENRE],
+        break_cover=break_cover,
+        lose_cover=lose_cover,
+        downloads=lambda sid: spotify.cdn.paths().count(f"/image/{token_of(sid)}"),
+    )
+
+
+def bandcamp_kit(path: Path, cdn: FakeCdn) -> Kit:
+    lines = write_bandcamp_tsv(path, cdn, {"jazz": PER_GENRE + 2, "metal": PER_GENRE + 2})
+    tokens = {line.source_id: line.token for line in lines}
+
+    def token_of(source_id: str) -> str:
+        return tokens[source_id]
+
+    break_cover, lose_cover = _spoilers(cdn, token_of)
+    return Kit(
+        name="bandcamp-tsv",
+        genres=("jazz", "metal"),
+        expected=lambda genre: [x.source_id for x in lines if x.genre == genre][:PER_GENRE],
+        break_cover=break_cover,
+        lose_cover=lose_cover,
+        downloads=lambda sid: sum(f"/img/{tokens[sid]}_" in p for p in cdn.paths()),
+        path=str(path),
+    )
+
+
+def mumu_kit(path: Path, coverart: FakeCoverArtArchive) -> Kit:
+    albums = write_mumu_csv(path, coverart, {"Jazz": PER_GENRE + 2, "Metal": PER_GENRE + 2})
+    break_cover, lose_cover = _archive_spoilers(coverart)
+    return Kit(
+        name="mumu-csv",
+        genres=("jazz", "metal"),
+        expected=lambda genre: [a.mbid for a in albums if a.genre.lower() == genre][:PER_GENRE],
+        break_cover=break_cover,
+        lose_cover=lose_cover,
+        downloads=coverart.downloads,
+        path=str(path),
+    )
+
+
+def manifest_kit(path: Path, cdn: FakeCdn) -> Kit:
+    """The folder source reading a ``path_or_url,genre`` manifest of URLs on the fake CDN."""
+    covers = iter(unique_covers(300)[240:270])
+    rows: dict[str, list[str]] = {}
+    lines = ["path_or_url,genre"]
+    for n in range(PER_GENRE + 2):
+        for raw in ("Country", "Rock"):
+            token = f"mf{raw.lower()}{n}"
+            cdn.add(token, next(covers))
+            rows.setdefault(raw.lower(), []).append(cdn.file_url(token))
+            lines.append(f"{cdn.file_url(token)},{raw}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def token_of(source_id: str) -> str:
+        return source_id.rsplit("/", 1)[1].removesuffix(".jpg")
+
+    break_cover, lose_cover = _spoilers(cdn, token_of)
+    return Kit(
+        name="folder",
+        genres=("country", "rock"),
+        expected=lambda genre: rows[genre][:PER_GENRE],
+        break_cover=break_cover,
+        lose_cover=lose_cover,
+        downloads=lambda sid: cdn.paths().count(f"/files/{token_of(sid)}.jpg"),
+        path=str(path),
+    )
+
+
+@dataclass
+class Fakes:
+    tmp_path: Path
+    itunes: FakeItunes
+    deezer: FakeDeezer
+    musicbrainz: FakeMusicBrainz
+    spotify: FakeSpotify
+
+
+KITS: dict[str, Callable[[Fakes], Kit]] = {
+    "folder": lambda f: folder_kit(f.tmp_path / "covers"),
+    "folder-manifest": lambda f: manifest_kit(f.tmp_path / "covers.csv", f.itunes.cdn),
+    "itunes": lambda f: itunes_kit(f.itunes),
+    "deezer": lambda f: deezer_kit(f.deezer),
+    "musicbrainz": lambda f: musicbrainz_kit(f.musicbrainz),
+    "spotify": lambda f: spotify_kit(f.spotify),
+    "bandcamp-tsv": lambda f: bandcamp_kit(f.tmp_path / "links.tsv", f.itunes.cdn),
+    "mumu-csv": lambda f: mumu_kit(f.tmp_path / "mumu.csv", f.musicbrainz.coverart),
 }
 
 
 @pytest.fixture(params=sorted(KITS))
 def kit(
-    request: pytest.FixtureRequest, tmp_path: Path, itunes: FakeItunes, deezer: FakeDeezer
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    itunes: FakeItunes,
+    deezer: FakeDeezer,
+    musicbrainz: FakeMusicBrainz,
+    spotify: FakeSpotify,
 ) -> Kit:
-    return KITS[request.param](tmp_path, itunes, deezer)
+    return KITS[request.param](Fakes(tmp_path, itunes, deezer, musicbrainz, spotify))
 
 
 async def albums_of(db: Database) -> list[Album]:
@@ -197,7 +344,8 @@ def test_the_api_lists_exactly_the_registrys_sources() -> None:
 
 
 def test_the_contract_runs_over_every_implemented_source() -> None:
-    assert set(KITS) == set(sources.names()), "give every implemented source a kit here"
+    named = {name.removesuffix("-manifest") for name in KITS}
+    assert named == set(sources.names()), "give every implemented source a kit here"
 
 
 async def test_yields_the_asked_genres_and_per_genre_counts(

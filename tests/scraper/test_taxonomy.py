@@ -28,7 +28,7 @@ VOCABULARY = (
 )
 
 
-@pytest.mark.parametrize("source", ["itunes", "deezer"])
+@pytest.mark.parametrize("source", ["itunes", "deezer", "musicbrainz", "spotify", "mumu-csv"])
 def test_the_shipped_mapping_covers_sleeves_vocabulary(source: str) -> None:
     taxonomy = load_taxonomy(source, None)
 
@@ -76,6 +76,71 @@ def test_deezer_ids_and_names(genre_id: int, name: str, genre: str) -> None:
 
     assert taxonomy.genre_of_id(genre_id) == genre
     assert taxonomy.genre_of_name(name) == genre
+
+
+@pytest.mark.parametrize(
+    ("tag", "genre"),
+    [
+        ("jazz", "jazz"),
+        ("hip hop", "hiphop"),
+        ("hip-hop", "hiphop"),
+        ("rhythm & blues", "rnb"),
+        ("soul", "rnb"),
+        ("heavy metal", "metal"),
+        ("black metal", "metal"),
+        ("alternative rock", "rock"),
+        ("synth-pop", "electronic"),
+        ("1970s", None),
+    ],
+)
+def test_musicbrainz_tags(tag: str, genre: str | None) -> None:
+    taxonomy = load_taxonomy("musicbrainz", None)
+
+    assert (taxonomy.genre_of_id(tag) or taxonomy.genre_of_name(tag)) == genre
+
+
+@pytest.mark.parametrize(
+    ("name", "genre"),
+    [
+        ("r&b", "rnb"),
+        ("neo soul", "rnb"),
+        ("pop rap", "hiphop"),  # a rap style, not pop
+        ("dance pop", "pop"),
+        ("album rock", "rock"),
+        ("vocal jazz", "jazz"),
+        ("permanent wave", "rock"),
+        ("k-pop", "pop"),
+        ("escape room", None),
+    ],
+)
+def test_spotify_artist_genres(name: str, genre: str | None) -> None:
+    taxonomy = load_taxonomy("spotify", None)
+
+    assert (taxonomy.genre_of_id(name) or taxonomy.genre_of_name(name)) == genre
+
+
+def test_every_label_file_genre_of_the_real_files_is_mapped_or_left_out_on_purpose() -> None:
+    bandcamp = load_taxonomy("bandcamp-tsv", None)
+    mumu = load_taxonomy("mumu-csv", None)
+
+    folders = {
+        "ambient": "electronic",
+        "dubstep": "electronic",
+        "folk": "folk",
+        "hiphop_rap": "hiphop",
+        "jazz": "jazz",
+        "metal": "metal",
+        "pop": "pop",
+        "punk": "punk",
+        "rock": "rock",
+        "soul": "rnb",
+    }
+    assert {name: bandcamp.genre_of_id(name) for name in folders} == folders
+    assert mumu.genre_of_id("Dance & Electronic") == "electronic"
+    assert mumu.genre_of_id("Rap & Hip-Hop") == "hiphop"
+    assert mumu.genre_of_id("Alternative Rock") == "rock"
+    assert mumu.genre_of_id("Latin Music") == "latin"
+    assert (mumu.genre_of_id("New Age"), mumu.genre_of_id("Gospel")) == (None, None)
 
 
 def test_source_genres_that_are_not_sleeve_genres_map_to_nothing() -> None:
@@ -150,5 +215,5 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_source_without_a_table(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="no genre table for the spotify source"):
-        load_taxonomy("spotify", None)
+    with pytest.raises(SourceError, match="no genre table for the myspace source"):
+        load_taxonomy("myspace", None)

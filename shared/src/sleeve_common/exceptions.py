@@ -5,7 +5,10 @@ SleeveError
  ├── DatabaseUnavailable  the database cannot be reached
  ├── NotFound             a row that was asked for does not exist
  ├── Conflict             a name or key is already taken
+ ├── ModelUnusable        a model version whose stored file is missing or altered
  ├── NotImplementedYet    a command or option a later release fills in
+ ├── BootstrapFailed      the first-run bootstrap could not train a first model
+ ├── InvalidRequest       a work request that cannot be carried out as given (a missing file)
  ├── JobError
  │    └── LeaseLost       another worker owns the job now
  └── StoreError
@@ -17,12 +20,15 @@ SleeveError
 from __future__ import annotations
 
 __all__ = [
+    "BootstrapFailed",
     "ConfigError",
     "Conflict",
     "DatabaseUnavailable",
     "InvalidKey",
+    "InvalidRequest",
     "JobError",
     "LeaseLost",
+    "ModelUnusable",
     "NotFound",
     "NotImplementedYet",
     "ObjectNotFound",
@@ -52,8 +58,20 @@ class Conflict(SleeveError):
     """A name or key is already taken."""
 
 
+class ModelUnusable(SleeveError):
+    """A model version that cannot be served: its ONNX file is missing or altered."""
+
+
 class NotImplementedYet(SleeveError):
     """A command or option that a later release will fill in."""
+
+
+class InvalidRequest(SleeveError):
+    """A work request that is well-formed but cannot be carried out (a file that is missing)."""
+
+
+class BootstrapFailed(SleeveError):
+    """A step of the first-run bootstrap failed; the message says which and why."""
 
 
 class JobError(SleeveError):

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sleeve_common.exceptions import ConfigError, InvalidRequest, NotImplementedYet
 from sleeve_common.genres import normalize_genre
 from sleeve_common.models import MAX_ROW_ID
 
-__all__ = ["IMPLEMENTED_SOURCES", "SOURCES", "ScrapeRequest", "Source", "TrainRequest"]
+if TYPE_CHECKING:
+    from sleeve_common.settings import Settings
+
+__all__ = [
+    "IMPLEMENTED_SOURCES",
+    "SOURCES",
+    "DatasetBuild",
+    "ScrapeRequest",
+    "Source",
+    "TrainRequest",
+    "check_scrape_request",
+]
 
 Source = Literal["itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "mumu-csv", "folder"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 # The scraper's registry (``sleeve_scraper.sources.names()``), repeated here so the API can
 # validate requests without importing the scraper; a scraper test keeps the two equal.
-IMPLEMENTED_SOURCES: tuple[str, ...] = ("deezer", "folder", "itunes")
+IMPLEMENTED_SOURCES: tuple[str, ...] = (
+    "bandcamp-tsv",
+    "deezer",
+    "folder",
+    "itunes",
+    "mumu-csv",
+    "musicbrainz",
+    "spotify",
+)
+# Sources that read a label file named by ``path`` (the folder source takes a folder or one).
+_FILE_SOURCES = {"bandcamp-tsv": "TSV file", "mumu-csv": "CSV file"}
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -46,9 +69,70 @@ class ScrapeRequest(BaseModel):
 
     @model_validator(mode="after")
     def _path_for_files(self) -> ScrapeRequest:
-        if self.source in ("folder", "bandcamp-tsv", "mumu-csv") and not self.path:
+        if self.source in ("folder", *_FILE_SOURCES) and not self.path:
             raise ValueError(f"the {self.source} source needs a path")
         return self
+
+
+def check_scrape_request(request: ScrapeRequest, settings: Settings) -> None:
+    """Refuse up front what a worker could not do with these settings.
+
+    An unimplemented source raises ``NotImplementedYet``; a source without its credentials
+    ``ConfigError`` (naming the variables); a path that is missing or of the wrong kind
+    ``InvalidRequest``. The API answers each with 422 instead of queuing a job bound to fail,
+    the CLI with one line; the scraper checks again before it builds the source. Paths are
+    checked on this machine's filesystem, which is the worker's in ``sleeve run``.
+    """
+    source = request.source
+    if source not in IMPLEMENTED_SOURCES:
+        raise NotImplementedYet(f"the {source} source")
+    if source == "spotify":
+        missing = [
+            name
+            for name, value in (
+                ("SLEEVE_SPOTIFY_CLIENT_ID", settings.spotify_client_id),
+                ("SLEEVE_SPOTIFY_CLIENT_SECRET", settings.spotify_client_secret),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"the spotify source needs {' and '.join(missing)}: the client credentials of a "
+                "Spotify app (https://developer.spotify.com/dashboard)"
+            )
+    if source == "musicbrainz" and settings.musicbrainz_contact is None:
+        raise ConfigError(
+            "the musicbrainz source needs SLEEVE_MUSICBRAINZ_CONTACT: an e-mail address or URL "
+            "that MusicBrainz can reach you at (it refuses clients that do not say who they are)"
+        )
+    if request.path is None:
+        return
+    path = Path(request.path)
+    if source == "folder":
+        if not path.exists():
+            raise InvalidRequest(f"folder {path} does not exist")
+        if not path.is_dir() and not (path.is_file() and path.suffix.lower() == ".csv"):
+            raise InvalidRequest(f"{path} is not a folder (nor a .csv manifest)")
+    elif source in _FILE_SOURCES:
+        kind = _FILE_SOURCES[source]
+        if not path.exists():
+            raise InvalidRequest(f"the {source} source's {kind} {path} does not exist")
+        if not path.is_file():
+            raise InvalidRequest(f"{path} is not a file (the {source} source reads a {kind})")
+
+
+class DatasetBuild(BaseModel):
+    """How to build a training run's dataset when it does not exist yet (``sleeve dataset
+    build``'s options; the first-run bootstrap uses it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    genres: tuple[str, ...] | None = Field(
+        default=None, max_length=100, description="unset: every genre with enough covers"
+    )
+    min_per_genre: int = Field(default=10, ge=1, le=1_000_000)
+    max_per_genre: int | None = Field(default=None, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class TrainRequest(BaseModel):
@@ -57,6 +141,10 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str = Field(pattern=_NAME_PATTERN)
+    build_dataset: DatasetBuild | None = Field(
+        default=None,
+        description="build the dataset from the stored covers first, if it does not exist yet",
+    )
     epochs: int = Field(default=10, ge=1, le=1000)
     fine_tune_epochs: int = Field(default=0, ge=0, le=1000, description="phase 2; slow on a CPU")
     learning_rate: float = Field(default=1e-3, gt=0, le=0.5)

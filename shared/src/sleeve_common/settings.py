@@ -7,6 +7,7 @@ never imported as a module-level object.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +29,7 @@ _PLACEHOLDER_SECRETS = {
 }
 _MIN_API_KEY_LENGTH = 16
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PositiveRate = Annotated[float, Field(gt=0, le=1000)]
 
 
@@ -115,6 +117,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
+    # MusicBrainz refuses anonymous clients: an e-mail address or URL it can reach us at.
+    musicbrainz_contact: str | None = None
         """Accept plain URLs and pick the async driver this project uses."""
         for plain, async_ in (
             ("sqlite://", "sqlite+aiosqlite://"),
@@ -179,3 +183,27 @@ def load_settings(**overrides: object) -> Settings:
         variable = field if field.isupper() else f"SLEEVE_{field.upper()}"
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{variable}: {message}") from None
+    @field_validator("musicbrainz_contact")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not (_EMAIL.fullmatch(value) or value.startswith(("https://", "http://"))):
+            raise ValueError("must be an e-mail address or an http(s) URL MusicBrainz can reach")
+        return value
+
+    @field_validator("spotify_client_id")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @field_validator("spotify_client_secret")
+    @classmethod
+    def _real_client_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder value; set the Spotify app's client secret")
+        return value
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -14,9 +15,20 @@ __all__ = ["FakeEcho"]
 
 class FakeEcho(FakeServer):
     """``/bytes/N`` (with Content-Length), ``/stream/N`` (chunked, no length),
-    ``/hop/K`` (K redirects, 307 then 302, like the Cover Art Archive), else ``{"path": …}``."""
+    ``/hop/K`` (K redirects, 307 then 302, like the Cover Art Archive), ``/echo`` (the
+    request's method, form body and chosen headers), else ``{"path": …}``."""
 
     async def answer(self, request: Request) -> Response:
+        if request.url.path == "/echo":
+            return JSONResponse(
+                {
+                    "method": request.method,
+                    "form": dict(parse_qsl((await request.body()).decode())),
+                    "content_type": request.headers.get("content-type"),
+                    "authorization": request.headers.get("authorization"),
+                    "user_agent": request.headers.get("user-agent"),
+                }
+            )
         parts = request.url.path.strip("/").split("/")
         if len(parts) == 2 and parts[1].isdigit():
             size = int(parts[1])

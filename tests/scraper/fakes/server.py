@@ -49,6 +49,8 @@ class Hit:
     path: str
     query: dict[str, str]
     user_agent: str | None
+    method: str = "GET"
+    authorization: str | None = None
 
 
 class FakeServer:
@@ -84,6 +86,8 @@ class FakeServer:
                 path=request.url.path,
                 query=dict(request.query_params),
                 user_agent=request.headers.get("user-agent"),
+                method=request.method,
+                authorization=request.headers.get("authorization"),
             )
         )
         fault = self._take_fault(request.url.path)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from sleeve_common.cli_args import bounded, genre_list
-from sleeve_common.payloads import SOURCES, ScrapeRequest
+from sleeve_common.payloads import SOURCES, ScrapeRequest, check_scrape_request
 from sleeve_common.progress import TerminalProgress, ThrottledProgress
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
@@ -19,7 +19,11 @@ def register(commands: Any) -> None:
     """Add the scraper's subcommands to the ``sleeve`` parser."""
     scrape = commands.add_parser("scrape", help="collect covers and genre labels from a source")
     scrape.add_argument("--source", required=True, choices=SOURCES)
-    scrape.add_argument("--path", help="folder (DIR/<genre>/<file>) or label file to read")
+    scrape.add_argument(
+        "--path",
+        help="folder: DIR/<genre>/<file> or a path_or_url,genre CSV; bandcamp-tsv / mumu-csv: "
+        "the dataset's label file",
+    )
     scrape.add_argument(
         "--genres",
         type=genre_list,
@@ -44,6 +48,8 @@ async def _scrape(args: argparse.Namespace, settings: Settings) -> int:
         per_genre=args.per_genre,
         resume=args.resume,
     )
+    # Before the database is opened: a missing credential or file is one clear line at once.
+    check_scrape_request(request, settings)
     progress = ThrottledProgress(TerminalProgress("scrape"), interval_s=0.5)
     async with open_runtime(settings) as runtime:
         run_id, counters = await run_scrape(runtime, request, on_progress=progress)

@@ -58,11 +58,18 @@ class FetchError(ScrapeError):
 
 
 class Refused(FetchError):
-    """The server refused the request (a 4xx other than 429); asking again will not help."""
+    """The server refused the request (a 4xx other than 429); asking again will not help.
 
-    def __init__(self, reason: str, *, url: str, status: int | None = None) -> None:
+    ``body`` holds the start of the server's answer, for a source to read the API's own
+    explanation from; it is never part of the message.
+    """
+
+    def __init__(
+        self, reason: str, *, url: str, status: int | None = None, body: bytes = b""
+    ) -> None:
         super().__init__(reason, url=url)
         self.status = status
+        self.body = body
 
 
 class TooLarge(FetchError):

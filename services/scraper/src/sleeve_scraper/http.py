@@ -17,8 +17,9 @@ What it does for every source, so that no source does it again:
 - the User-Agent of ``SLEEVE_USER_AGENT`` on every request.
 
 Redirects are followed within one try (the Cover Art Archive answers 307, then archive.org
-302), paced as the first host. A new kind of request (a form POST for an OAuth token, say)
-is one more public method that builds an ``httpx.Request`` and hands it to ``_fetch``.
+302), paced as the first host. Requests are GETs of JSON or bytes, and form POSTs of JSON
+(an OAuth token grant); each is one public method that builds an ``httpx.Request`` and hands
+it to ``_fetch``. Header values (tokens) are never logged: only reasons and URLs are.
 
 httpx errors never leave this module: they become ``sleeve_scraper.exceptions.FetchError``.
 """
@@ -165,21 +166,47 @@ class HttpClient:
         url: str,
         *,
         params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
         throttled: Throttled | None = None,
     ) -> Any:
-        """GET ``url`` and decode its JSON; ``throttled`` spots a source's own throttle answers."""
-        request = self._build("GET", url, params=params)
+        """GET ``url`` and decode its JSON; ``throttled`` spots a source's own throttle answers.
+
+        ``headers`` add to or replace the client's own (a source's User-Agent, a bearer token).
+        """
+        request = self._build("GET", url, params=params, headers=headers)
         return await self._fetch(request, _MAX_JSON_BYTES, throttled, _json)
+
+    async def post_form(
+        self,
+        url: str,
+        *,
+        data: Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """POST ``data`` form-encoded to ``url`` and decode the JSON answer (an OAuth token).
+
+        Retried like a GET: the requests this is for (a token grant) are safe to repeat.
+        """
+        request = self._build("POST", url, data=data, headers=headers)
+        return await self._fetch(request, _MAX_JSON_BYTES, None, _json)
 
     async def get_bytes(self, url: str, *, max_bytes: int) -> bytes:
         """GET ``url`` and return its body, refusing one over ``max_bytes`` (``TooLarge``)."""
         return await self._fetch(self._build("GET", url), max_bytes, None, _raw)
 
     def _build(
-        self, method: str, url: str, *, params: Mapping[str, str | int] | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         try:
-            return self._client.build_request(method, url, params=params)
+            return self._client.build_request(
+                method, url, params=params, data=data, headers=headers
+            )
         except httpx.InvalidURL as exc:
             raise Refused(f"invalid URL ({exc})", url=url) from None
 
@@ -267,7 +294,7 @@ class HttpClient:
             reason = _with_wait(f"HTTP {status}", retry_after)
             raise ServerError(reason, url=where, retry_after=retry_after)
         if not response.is_success:
-            raise Refused(f"HTTP {status}", url=where, status=status)
+            raise Refused(f"HTTP {status}", url=where, status=status, body=body)
         return body
 
     def _host(self, key: str) -> _Host:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
 
+from sleeve_common.exceptions import ConfigError, InvalidRequest, NotImplementedYet
 from sleeve_common.jobs import JobQueue
 from sleeve_common.models import MAX_ROW_ID, Job
-from sleeve_common.payloads import ScrapeRequest, TrainRequest
+from sleeve_common.payloads import ScrapeRequest, TrainRequest, check_scrape_request
 from sleeve_inference.deps import ApiKey, RuntimeDep
 from sleeve_inference.errors import ApiError
 from sleeve_inference.schemas import JobAccepted, JobView
@@ -64,7 +65,16 @@ async def _get(runtime: RuntimeDep, kind: str, job_id: int) -> JobView:
 async def scrape_run_create(
     body: ScrapeRequest, runtime: RuntimeDep, request: Request
 ) -> JobAccepted:
-    """Queue a scrape for the scraper service (API key)."""
+    """Queue a scrape for the scraper service (API key).
+
+    Answers 422 at once, queuing nothing, for a source that is not implemented, one whose
+    credentials are not configured (Spotify's client id and secret, the MusicBrainz contact)
+    or a path that does not exist on this machine.
+    """
+    try:
+        check_scrape_request(body, runtime.settings)
+    except (ConfigError, InvalidRequest, NotImplementedYet) as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
     return await _enqueue(
         runtime, request, "scrape", body.model_dump(mode="json"), "scrape_run_get"
     )

@@ -7,17 +7,26 @@ not import the scraper; a test keeps the two equal.
 from __future__ import annotations
 
 from sleeve_common.exceptions import NotImplementedYet
+from sleeve_common.payloads import check_scrape_request
+from sleeve_scraper.sources.bandcamp import bandcamp_tsv_source
 from sleeve_scraper.sources.base import Found, Source, SourceContext, SourceFactory
 from sleeve_scraper.sources.deezer import deezer_source
 from sleeve_scraper.sources.folder import folder_source
 from sleeve_scraper.sources.itunes import itunes_source
+from sleeve_scraper.sources.mumu import mumu_csv_source
+from sleeve_scraper.sources.musicbrainz import musicbrainz_source
+from sleeve_scraper.sources.spotify import spotify_source
 
 __all__ = ["Found", "Source", "SourceContext", "build_source", "names"]
 
 _FACTORIES: dict[str, SourceFactory] = {
+    "bandcamp-tsv": bandcamp_tsv_source,
     "deezer": deezer_source,
     "folder": folder_source,
     "itunes": itunes_source,
+    "mumu-csv": mumu_csv_source,
+    "musicbrainz": musicbrainz_source,
+    "spotify": spotify_source,
 }
 
 
@@ -27,7 +36,9 @@ def names() -> tuple[str, ...]:
 
 
 def build_source(context: SourceContext) -> Source:
-    """The source the request names, or ``NotImplementedYet`` for one a later release adds."""
+    """The source the request names, after the checks the API makes up front
+    (``check_scrape_request``: credentials, files), or ``NotImplementedYet``."""
+    check_scrape_request(context.request, context.settings)
     factory = _FACTORIES.get(context.request.source)
     if factory is None:
         raise NotImplementedYet(f"the {context.request.source} source")

@@ -26,6 +26,7 @@ __all__ = [
     "Candidate",
     "Found",
     "GenreApiSource",
+    "GenreSource",
     "Label",
     "Listed",
     "Source",
@@ -111,12 +112,12 @@ ListedT = TypeVar("ListedT", bound=Listed)
 async def walk_genres(
     *,
     genres: Sequence[str],
-    per_genre: int,
+    per_genre: int | None,
     cursor: dict[str, Any],
     listing: Callable[[str], AsyncGenerator[ListedT, None]],
     describe: Callable[[ListedT, str], Awaitable[tuple[Candidate, str | None]]],
 ) -> AsyncGenerator[Found, None]:
-    """Up to ``per_genre`` albums of each genre, in order, resuming after ``cursor``.
+    """Up to ``per_genre`` albums of each genre (all if None) in order, resuming after ``cursor``.
 
     ``listing(genre)`` lists albums cheaply and in a stable order (an album listed twice for
     a genre counts once); ``describe(album, genre)`` makes the candidate, with a failure when
@@ -140,9 +141,9 @@ async def walk_genres(
                         candidate=candidate,
                         cursor={"genre": genre, "done": count},
                         failure=failure,
-                        place=f"{genre} {count}/{per_genre}",
+                        place=f"{genre} {count}/{per_genre}" if per_genre else f"{genre} {count}",
                     )
-                if count >= per_genre:
+                if per_genre is not None and count >= per_genre:
                     break
         done = 0
 
@@ -184,24 +185,27 @@ def _resume_point(cursor: dict[str, Any], genres: Sequence[str]) -> tuple[int, i
     return genres.index(genre), done
 
 
-class GenreApiSource(abc.ABC):
-    """What the music-API sources share: asked genres walked in order, ``per_genre`` albums
-    each, through the run's HTTP client and the source's taxonomy. A subclass names itself
-    and lists (``_albums``) and describes (``_describe``) the albums of one genre."""
+class GenreSource(abc.ABC):
+    """What the sources that list albums genre by genre share: the asked genres (resolved
+    through the source's taxonomy) walked in order, ``per_genre`` albums each, the run's HTTP
+    client and the multi-genre policy. A subclass names itself and lists (``_albums``) and
+    describes (``_describe``) the albums of one genre; ``per_genre_default`` applies when the
+    request gives none (None: every album of the genre, for label files)."""
 
     name: str
 
-    def __init__(self, context: SourceContext, *, base_url: str) -> None:
+    def __init__(
+        self, context: SourceContext, *, per_genre_default: int | None = DEFAULT_PER_GENRE
+    ) -> None:
         settings = context.settings
         self._http = context.http
-        self._base = base_url.rstrip("/")
         self._taxonomy = load_taxonomy(self.name, settings.scrape_taxonomy)
         self._genres = self._taxonomy.resolve(context.request.genres)
-        self._per_genre = context.request.per_genre or DEFAULT_PER_GENRE
+        self._per_genre = context.request.per_genre or per_genre_default
         self._keep_multi = settings.scrape_multi_genre == "keep"
 
     async def total(self) -> int | None:
-        return len(self._genres) * self._per_genre
+        return len(self._genres) * self._per_genre if self._per_genre else None
 
     def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         return walk_genres(
@@ -219,3 +223,15 @@ class GenreApiSource(abc.ABC):
     @abc.abstractmethod
     async def _describe(self, album: Any, genre: str) -> tuple[Candidate, str | None]:
         """The album's candidate, and a failure when it is rejected without a download."""
+
+
+class GenreApiSource(GenreSource):
+    """A music API walked genre by genre, at ``base_url`` (``DEFAULT_PER_GENRE`` albums each
+    unless asked for another number)."""
+
+    _per_genre: int
+
+    def __init__(self, context: SourceContext, *, base_url: str) -> None:
+        super().__init__(context)
+        self._per_genre = context.request.per_genre or DEFAULT_PER_GENRE
+        self._base = base_url.rstrip("/")

@@ -1,27 +1,48 @@
-"""A local folder of covers labelled by sub-folder: ``DIR/<genre>/**/<file>``."""
+"""Covers on this machine: a folder labelled by sub-folder (``DIR/<genre>/**/<file>``), or a
+CSV manifest of ``path_or_url,genre`` rows.
+
+A manifest (``--path FILE.csv``, told from a folder by its suffix) has two columns, the first
+row being a header when its second cell reads "genre" (as in ``File_path,Genre``). Relative
+paths are read from the manifest's folder; ``http(s)://`` URLs are downloaded by the shared
+step, at ``SLEEVE_DOWNLOAD_RATE`` per host. Genre names are normalised as folder names are
+(``Hip-Hop`` → ``hiphop``), with no taxonomy: the manifest's author chose them. A malformed
+row fails before the run starts, naming its line; a file or URL that cannot be fetched is
+recorded as rejected with the reason. The kit's ``discogs5-partial-index.csv`` names its files
+``Album_Covers/<Genre>/<file>``: beside a folder (or link) of that name it reads as it is.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sleeve_common.genres import normalize_genre
 from sleeve_scraper.exceptions import SourceError
-from sleeve_scraper.sources.base import Candidate, Found, Label, SourceContext
+from sleeve_scraper.sources.base import Candidate, Found, Label, Source, SourceContext
 
-__all__ = ["FolderSource", "folder_source"]
+__all__ = ["FolderSource", "ManifestSource", "folder_source"]
 
 
-def folder_source(context: SourceContext) -> FolderSource:
-    """The folder named by ``--path``, limited to the asked genres."""
+def folder_source(context: SourceContext) -> Source:
+    """The folder or manifest named by ``--path``, limited to the asked genres."""
     request = context.request
     if not request.path:
-        raise SourceError("the folder source needs a path (--path DIR)")
+        raise SourceError("the folder source needs a path (--path DIR or --path FILE.csv)")
     genres = {normalize_genre(g) for g in request.genres} if request.genres else None
+    path = Path(request.path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return ManifestSource(
+            path,
+            genres=genres,
+            per_genre=request.per_genre,
+            max_bytes=context.settings.max_cover_bytes,
+        )
     return FolderSource(
-        Path(request.path),
+        path,
         genres=genres,
         per_genre=request.per_genre,
         max_bytes=context.settings.max_cover_bytes,
@@ -92,7 +113,7 @@ class FolderSource:
                 provenance=f"folder:{relative}",
                 title=path.stem,
             )
-            data, failure = await asyncio.to_thread(self._read, path)
+            data, failure = await asyncio.to_thread(_read, path, self._max_bytes)
             yield Found(
                 candidate=candidate,
                 data=data,
@@ -101,14 +122,100 @@ class FolderSource:
                 place=f"{label.raw_genre} (file {index + 1}/{len(self._files)})",
             )
 
-    def _read(self, path: Path) -> tuple[bytes | None, str | None]:
+
+class ManifestSource:
+    """Rows of a ``path_or_url,genre`` CSV in file order; the cursor is a count of rows done."""
+
+    name = "folder"
+
+    def __init__(
+        self,
+        manifest: Path,
+        *,
+        genres: set[str] | None = None,
+        per_genre: int | None = None,
+        max_bytes: int,
+    ) -> None:
+        self._manifest = manifest.resolve()
+        self._max_bytes = max_bytes
+        self._rows = self._list(genres, per_genre)
+
+    def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[Label, str]]:
         try:
-            size = path.stat().st_size
-            if size > self._max_bytes:
-                return None, f"file too large: {size} bytes (limit {self._max_bytes})"
-            return path.read_bytes(), None
-        except OSError as exc:
-            return None, f"unreadable file: {exc.strerror or exc}"
+            text = self._manifest.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read the manifest {self._manifest}: {exc}") from None
+        rows: list[tuple[Label, str]] = []
+        counts: dict[str, int] = {}
+        for number, cells in enumerate(csv.reader(text.splitlines()), start=1):
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) < 2:
+                raise self._bad(number, "expected path_or_url,genre")
+            where, raw = cells[0].strip(), cells[1].strip()
+            if number == 1 and raw.lower() == "genre":
+                continue  # the header
+            if not where:
+                raise self._bad(number, "empty path_or_url")
+            try:
+                genre = normalize_genre(raw)
+            except ValueError:
+                raise self._bad(number, f"{raw!r} is not a genre name") from None
+            if genres is not None and genre not in genres:
+                continue
+            counts[genre] = counts.get(genre, 0) + 1
+            if per_genre is None or counts[genre] <= per_genre:
+                rows.append((Label(genre=genre, raw_genre=raw), where))
+        if not rows:
+            wanted = f" of the genres {sorted(genres)}" if genres is not None else ""
+            raise SourceError(f"the manifest {self._manifest} lists no covers{wanted}")
+        return rows
+
+    def _bad(self, number: int, problem: str) -> SourceError:
+        return SourceError(f"{self._manifest}, line {number}: {problem}")
+
+    async def total(self) -> int | None:
+        return len(self._rows)
+
+    async def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
+        start = int(cursor.get("rows_done", 0))
+        for index in range(start, len(self._rows)):
+            label, where = self._rows[index]
+            place = f"{label.raw_genre} (row {index + 1}/{len(self._rows)})"
+            after = {"rows_done": index + 1}
+            if urlsplit(where).scheme in ("http", "https"):
+                candidate = self._candidate(label, where, where, cover_url=where)
+                yield Found(candidate=candidate, cursor=after, place=place)
+                continue
+            path = self._manifest.parent / where
+            data, failure = await asyncio.to_thread(_read, path, self._max_bytes)
+            candidate = self._candidate(label, str(path.resolve()), where)
+            yield Found(candidate=candidate, data=data, failure=failure, cursor=after, place=place)
+
+    def _candidate(
+        self, label: Label, source_id: str, where: str, *, cover_url: str | None = None
+    ) -> Candidate:
+        return Candidate(
+            source=self.name,
+            source_id=source_id,
+            labels=(label,),
+            provenance=f"folder:{self._manifest.name}:{where}",
+            title=Path(urlsplit(where).path).stem or None,
+            cover_url=cover_url,
+        )
+
+
+def _read(path: Path, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """A local cover's bytes, or why there are none."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return None, f"file too large: {size} bytes (limit {max_bytes})"
+        return path.read_bytes(), None
+    except FileNotFoundError:
+        return None, "file not found"
+    except OSError as exc:
+        return None, f"unreadable file: {exc.strerror or exc}"
 
 
 def _is_file(path: Path) -> bool:
