@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 KIT_WEIGHTS := ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.h5
 export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WEIGHTS)),imagenet)
 
-.PHONY: install test-deps run test lint fmt check bench
+.PHONY: install test-deps run test lint fmt check bench bench-score
 
 install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -48,3 +48,6 @@ check: lint test  ## what CI should run once lint is clean
 
 bench: install  ## serving under load (separate load generator) against the in-process limit, a naive server and LitServe
 	$(UV) run --no-sync python bench/serve_throughput.py
+
+bench-score: install  ## bulk scoring (local engine on a local and an S3 store, memory at 5k and 50k items, Ray) against the in-process limit
+	$(UV) run --no-sync python bench/score_throughput.py

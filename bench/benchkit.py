@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -29,11 +30,14 @@ if TYPE_CHECKING:
     import numpy as np
     import onnxruntime as ort
 
+    from sleeve_common.settings import Settings
+
 __all__ = [
     "COVERS",
     "LABELS",
     "ROOT",
     "WEIGHTS",
+    "export_model",
     "free_port",
     "machine",
     "model_input",
@@ -41,6 +45,7 @@ __all__ = [
     "post",
     "predictions",
     "read_covers",
+    "register_model",
     "request_body",
     "say",
     "select_covers",
@@ -82,6 +87,39 @@ def model_input(data: bytes) -> np.ndarray:
     from sleeve_common.images import decode_model_input
 
     return decode_model_input(data)
+
+
+def export_model(path: Path) -> Path:
+    """A MobileNetV2 exported by the trainer: ImageNet base, untrained 5-class head (its speed
+    does not depend on the head's weights)."""
+    from sleeve_trainer.export import export_onnx
+    from sleeve_trainer.model import build_classifier, build_head, load_base
+
+    # `make` points SLEEVE_BASE_WEIGHTS at the kit's file when it is there.
+    base = load_base(os.environ.get("SLEEVE_BASE_WEIGHTS", str(WEIGHTS)))
+    path.write_bytes(export_onnx(build_classifier(base, build_head(len(LABELS), dropout=0.0))))
+    return path
+
+
+async def register_model(onnx: Path, settings: Settings) -> None:
+    """Put ``onnx`` in the settings' store and register it (the first version: production)."""
+    from sleeve_common.registry import register_model_version
+    from sleeve_common.runtime import open_runtime
+
+    data = onnx.read_bytes()
+    async with open_runtime(settings) as runtime:
+        await runtime.store.put("models/bench/model.onnx", data)
+        await register_model_version(
+            db=runtime.db,
+            training_run_id=None,
+            labels=LABELS,
+            input_spec={},
+            metrics={},
+            onnx_key="models/bench/model.onnx",
+            onnx_sha256=hashlib.sha256(data).hexdigest(),
+            onnx_bytes=len(data),
+            report_keys={},
+        )
 
 
 def usable_cores() -> int:

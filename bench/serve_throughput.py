@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import math
@@ -48,14 +47,14 @@ from typing import Any
 import numpy as np
 from benchkit import (
     COVERS,
-    LABELS,
-    WEIGHTS,
+    export_model,
     free_port,
     machine,
     model_input,
     open_session,
     post,
     read_covers,
+    register_model,
     request_body,
     say,
     server,
@@ -102,16 +101,6 @@ class Results:
 
 
 # --- the model and the in-process measurements -------------------------------------------
-
-
-def export_model(path: Path) -> Path:
-    from sleeve_trainer.export import export_onnx
-    from sleeve_trainer.model import build_classifier, build_head, load_base
-
-    # `make` points SLEEVE_BASE_WEIGHTS at the kit's file when it is there.
-    base = load_base(os.environ.get("SLEEVE_BASE_WEIGHTS", str(WEIGHTS)))
-    path.write_bytes(export_onnx(build_classifier(base, build_head(len(LABELS), dropout=0.0))))
-    return path
 
 
 def bench_raw(
@@ -258,36 +247,21 @@ def sleeve_server(onnx: Path, tmp: Path, providers: Sequence[str]) -> Iterator[s
     )
     if upgrade.returncode != 0:
         raise RuntimeError(f"sleeve db upgrade failed: {upgrade.stdout}{upgrade.stderr}")
-    asyncio.run(_register(onnx, env))
+    from sleeve_common.settings import Settings
+
+    asyncio.run(
+        register_model(
+            onnx,
+            Settings(
+                database_url=env["SLEEVE_DATABASE_URL"],
+                store_url=env["SLEEVE_STORE_URL"],
+                data_dir=Path(env["SLEEVE_DATA_DIR"]),
+            ),
+        )
+    )
     base = f"http://127.0.0.1:{port}"
     with server([sleeve, "serve"], ready_url=f"{base}/readyz", log=state / "server.log", env=env):
         yield f"{base}/v1/predict"
-
-
-async def _register(onnx: Path, env: dict[str, str]) -> None:
-    from sleeve_common.registry import register_model_version
-    from sleeve_common.runtime import open_runtime
-    from sleeve_common.settings import Settings
-
-    settings = Settings(
-        database_url=env["SLEEVE_DATABASE_URL"],
-        store_url=env["SLEEVE_STORE_URL"],
-        data_dir=Path(env["SLEEVE_DATA_DIR"]),
-    )
-    data = onnx.read_bytes()
-    async with open_runtime(settings) as runtime:
-        await runtime.store.put("models/bench/model.onnx", data)
-        await register_model_version(
-            db=runtime.db,
-            training_run_id=None,
-            labels=LABELS,
-            input_spec={},
-            metrics={},
-            onnx_key="models/bench/model.onnx",
-            onnx_sha256=hashlib.sha256(data).hexdigest(),
-            onnx_bytes=len(data),
-            report_keys={},
-        )
 
 
 @contextlib.contextmanager

@@ -49,6 +49,16 @@ def _imported_after(module: str) -> set[str]:
             {"tensorflow", "keras", "tf2onnx", "sleeve_trainer", "sleeve_scraper"},
         ),
         (
+            # Ray is an optional extra: only a Ray run imports it.
+            [
+                "sleeve_inference.app",
+                "sleeve_inference.cli",
+                "sleeve_inference.scoring.jobs",
+                "sleeve_inference.scoring.ray_engine",
+            ],
+            {"ray"},
+        ),
+        (
             ["sleeve_scraper.scrape", "sleeve_scraper.cli", "sleeve_scraper.jobs"],
             {"tensorflow", "onnxruntime", "fastapi", "sleeve_trainer", "sleeve_inference"},
         ),

@@ -65,16 +65,9 @@ def test_models_list_and_promote_unknown(
 ) -> None:
     assert main(["db", "upgrade"]) == 0
     assert main(["models", "list"]) == 0
-    assert "no model versions yet" in capsys.readouterr().out
+    assert "no model is registered yet" in capsys.readouterr().out
     assert main(["models", "promote", "v9"]) == 1
     assert "model version 'v9' does not exist" in _one_line(capsys.readouterr().err)
-
-
-def test_not_yet_implemented_commands_exit_2(
-    embedded: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["score", "--input", "in.csv", "--output", "out.jsonl", "--engine", "ray"]) == 2
-    assert "not implemented yet" in _one_line(capsys.readouterr().err)
 
 
 def test_bad_setting_exits_2_naming_it(

@@ -34,6 +34,7 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+    CANCELLED = "cancelled"
 class ClaimedJob:
     """A job this worker holds a lease on (for the ``attempt``-th claim)."""
 
@@ -166,3 +167,19 @@ class JobQueue:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost(f"job {job.id}: the lease of {job.owner} has expired or moved on")
+    async def cancel(self, job_id: int) -> bool:
+        """End a queued or running job as cancelled; False if it had already ended. A worker
+        running it loses its lease at its next renewal or progress report and stops."""
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                .values(
+                    status=JobStatus.CANCELLED,
+                    finished_at=self._clock(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+

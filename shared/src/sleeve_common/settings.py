@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
     itunes_rate: PositiveRate = 0.3
+    # Bulk scoring: how sure the model must be to flag an album's stored genre as wrong.
+    scoring_disagree_confidence: float = Field(default=0.5, ge=0, le=1)
+    # Items per chunk: one existence check, one fetch wave and one insert each; at most three
+    # chunks are held at once, so this bounds memory, and a killed run loses at most these.
+    scoring_chunk_size: int = Field(default=256, ge=1, le=100_000)
+    # Bulk scoring on Ray (`--engine ray`): no address starts a local Ray for the run;
+    # "ray://head:10001" (or "auto" on a cluster node) joins an existing cluster.
+    ray_address: str | None = None
+    ray_actors: int | None = Field(default=None, ge=1, le=100_000)
     deezer_rate: PositiveRate = 5.0
     musicbrainz_rate: PositiveRate = 1.0
     coverartarchive_rate: PositiveRate = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from sleeve_common.exceptions import NotFound, NotImplementedYet, SleeveError
+from sleeve_common.exceptions import NotFound, SleeveError
 from sleeve_common.models import ScoringJob
 from sleeve_common.runtime import Runtime
-from sleeve_inference.scoring.errors import CatalogError, ManifestError, OutputError
+from sleeve_inference.scoring.errors import (
+    CatalogError,
+    EngineUnavailable,
+    ManifestError,
+    OutputError,
+)
 from sleeve_inference.scoring.jobs import create_scoring_job
 
 from ..harness import Registered
@@ -132,8 +138,14 @@ async def test_an_output_that_cannot_be_written_fails_before_work(
     assert await _job_count(scoring_runtime) == 0
 
 
-async def test_the_ray_engine_is_not_implemented_yet(
-    scoring_runtime: Runtime, colour_model: Registered, covers: Path
+async def test_the_ray_engine_without_ray_says_how_to_install_it(
+    scoring_runtime: Runtime,
+    colour_model: Registered,
+    covers: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(NotImplementedYet):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+
+    with pytest.raises(EngineUnavailable, match=r"pip install 'sleeve-inference\[ray\]'"):
         await create_scoring_job(runtime=scoring_runtime, input=str(covers), engine="ray")
+    assert await _job_count(scoring_runtime) == 0

@@ -9,6 +9,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from sleeve_common.db import Database
 from sleeve_common.store import ObjectStore, ObstoreStore
 from sleeve_inference.scoring.catalog import Item, iter_chunks, open_catalog
 
@@ -20,9 +21,13 @@ def local_store(tmp_path: Path) -> ObjectStore:
     return ObstoreStore.local(tmp_path / "store")
 
 
+# Files and store prefixes never touch the database: an empty in-memory one will do.
+UNUSED_DB = Database("sqlite+aiosqlite:///:memory:")
+
+
 async def _chunks(text: str, store: ObjectStore, size: int) -> list[list[Item]]:
-    catalog = await open_catalog(text, store=store)
-    return [chunk async for chunk in iter_chunks(catalog, store=store, size=size)]
+    catalog = await open_catalog(text, store=store, db=UNUSED_DB)
+    return [chunk async for chunk in iter_chunks(catalog, store=store, db=UNUSED_DB, size=size)]
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
@@ -36,7 +41,7 @@ async def test_a_large_manifest_streams_in_bounded_chunks(
     else:
         pq.write_table(table, path, row_group_size=7_000)
 
-    catalog = await open_catalog(str(path), store=local_store)
+    catalog = await open_catalog(str(path), store=local_store, db=UNUSED_DB)
     chunks = await _chunks(str(path), local_store, 500)
 
     assert (catalog.total, catalog.locator) == (ROWS, "key")

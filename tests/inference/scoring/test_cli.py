@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -74,7 +75,6 @@ def test_score_to_parquet_with_a_pinned_model(
     ("extra", "code", "words"),
     [
         (["--model", "v7"], 1, "model version 'v7' does not exist"),
-        (["--engine", "ray"], 2, "not implemented yet: the ray scoring engine"),
     ],
 )
 def test_score_refusals_are_one_line(
@@ -88,6 +88,24 @@ def test_score_refusals_are_one_line(
     argv = ["score", "--input", str(covers), "--output", str(tmp_path / "o.csv"), *extra]
     assert main(argv) == code
     assert words in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.usefixtures("environment")
+def test_score_on_ray_without_ray_says_how_to_install_it(
+    covers: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    argv = ["score", "--input", str(covers), "--output", str(tmp_path / "o.csv")]
+
+    assert main([*argv, "--engine", "ray"]) == 1
+
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("sleeve: error: the ray engine needs Ray")
+    assert "pip install 'sleeve-inference[ray]'" in line
     assert not (tmp_path / "o.csv").exists()
 
 

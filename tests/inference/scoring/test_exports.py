@@ -128,4 +128,4 @@ async def test_an_empty_csv_export_still_has_its_header(
     job = await create_scoring_job(runtime=scoring_runtime, input=str(covers))
     path = tmp_path / "empty.csv"
     await write_export(db=scoring_runtime.db, scoring_job_id=job.id, path=path)
-    assert path.read_text().startswith("item,source,model_version,top_genre")
+    assert path.read_text().startswith("item,source,album_id,model_version,top_genre")

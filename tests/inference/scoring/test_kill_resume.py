@@ -1,8 +1,8 @@
-"""A scoring process killed with SIGKILL mid-job: the next run finishes it with exact counts.
+"""A ``sleeve worker score`` process killed with SIGKILL mid-job is replaced through the job
+lease: a second worker takes the job up once the lease has run out and finishes it, with
+exact counts, without rescoring or losing an item.
 
-The first run is a real subprocess (slowed by a progress sink that pauses after each chunk,
-so there is a middle to kill it in); the test kills it once some chunks are written, then
-runs the job again in-process.
+Both workers are real subprocesses of the real CLI; the job is queued as the API queues it.
 """
 
 from __future__ import annotations
@@ -13,37 +13,25 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from sleeve_common.jobs import JobQueue
 from sleeve_common.models import Prediction
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
-from sleeve_inference.scoring.jobs import create_scoring_job, run_scoring
+from sleeve_inference.scoring.jobs import queue_scoring_job
 
 from ..harness import Registered
 from .conftest import real_covers
 from .test_engine import job_row, predictions
 
-COVERS = 120
+COVERS = 300
 CHUNK = 10
-
-_CHILD = """
-import asyncio, sys
-from sleeve_common.runtime import open_runtime
-from sleeve_common.settings import load_settings
-from sleeve_inference.scoring.jobs import run_scoring
-
-async def pause(fraction, message):
-    await asyncio.sleep(0.3)
-
-async def main():
-    async with open_runtime(load_settings()) as runtime:
-        await run_scoring(runtime, int(sys.argv[1]), pause, chunk_size=int(sys.argv[2]))
-
-asyncio.run(main())
-"""
+LEASE_S = 2
 
 
 async def _row_count(runtime: Runtime, job_id: int) -> int:
@@ -54,49 +42,84 @@ async def _row_count(runtime: Runtime, job_id: int) -> int:
     return int(count or 0)
 
 
-async def test_a_killed_run_is_resumed_with_exact_counts(
+def _worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEEVE_")}
+    return env | {
+        "SLEEVE_DATABASE_URL": settings.database_url,
+        "SLEEVE_STORE_URL": settings.store_url,
+        "SLEEVE_DATA_DIR": str(settings.data_dir),
+        "SLEEVE_CPU_THREADS": "1",
+        "SLEEVE_SCORING_CHUNK_SIZE": str(CHUNK),
+        "SLEEVE_JOB_LEASE_SECONDS": str(LEASE_S),
+        "SLEEVE_WORKER_POLL_SECONDS": "0.2",
+        "SLEEVE_LOG_LEVEL": "WARNING",
+    }
+
+
+@asynccontextmanager
+async def score_worker(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``sleeve worker score`` as a child process; stopped with SIGTERM if still alive."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sleeve_common", "worker", "score", env=_worker_env(settings)
+    )
+    try:
+        yield child
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), timeout=30)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+async def _wait_for(
+    condition: Callable[[], Awaitable[bool]], child: asyncio.subprocess.Process, what: str
+) -> None:
+    deadline = time.monotonic() + 90
+    while not await condition():
+        assert child.returncode is None, f"the worker ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within 90 s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_worker_is_replaced_through_the_lease_with_exact_counts(
     scoring_runtime: Runtime, scoring_settings: Settings, colour_model: Registered, tmp_path: Path
 ) -> None:
     folder = tmp_path / "many"
     folder.mkdir()
     for index, cover in enumerate(real_covers(COVERS)):
         shutil.copyfile(cover, folder / f"{index:03d}.jpg")
-    job = await create_scoring_job(runtime=scoring_runtime, input=str(folder))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEEVE_")}
-    env |= {
-        "SLEEVE_DATABASE_URL": scoring_settings.database_url,
-        "SLEEVE_STORE_URL": scoring_settings.store_url,
-        "SLEEVE_DATA_DIR": str(scoring_settings.data_dir),
-        "SLEEVE_CPU_THREADS": "2",
-        "SLEEVE_LOG_LEVEL": "WARNING",
-    }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CHILD, str(job.id), str(CHUNK), env=env
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while await _row_count(scoring_runtime, job.id) < 3 * CHUNK:
-            assert child.returncode is None, "the scoring process ended before it was killed"
-            assert time.monotonic() < deadline, "no rows were written within 60 s"
-            await asyncio.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        if child.returncode is None:
-            child.kill()
-        await child.wait()
-    assert child.returncode == -signal.SIGKILL
+    job = await queue_scoring_job(runtime=scoring_runtime, input=str(folder))
+    assert job.job_id is not None
+    queue_job_id = job.job_id
+
+    async def some_chunks_written() -> bool:
+        return await _row_count(scoring_runtime, job.id) >= 3 * CHUNK
+
+    async with score_worker(scoring_settings) as first:
+        await _wait_for(some_chunks_written, first, "rows")
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    assert first.returncode == -signal.SIGKILL
 
     before = await predictions(scoring_runtime.db, job.id)
     assert 3 * CHUNK <= len(before) < COVERS
     assert len(before) % CHUNK == 0  # whole chunks: each is one transaction
     assert (await job_row(scoring_runtime.db, job.id)).status == "running"
 
-    summary = await run_scoring(scoring_runtime, job.id, chunk_size=CHUNK)
+    queue = JobQueue(scoring_runtime.db, lease_seconds=LEASE_S)
+
+    async def succeeded() -> bool:  # the queued job, which ends after the scoring job
+        return (await queue.get(queue_job_id)).status == "succeeded"
+
+    async with score_worker(scoring_settings) as second:
+        await _wait_for(succeeded, second, "finished job")
 
     after = await predictions(scoring_runtime.db, job.id)
     assert len(after) == await _row_count(scoring_runtime, job.id) == COVERS
-    assert summary.written == COVERS - len(before)
-    assert all(after[item].id == row.id for item, row in before.items())
+    assert all(after[item].id == row.id for item, row in before.items())  # none rescored
     finished = await job_row(scoring_runtime.db, job.id)
     assert (finished.status, finished.done, finished.failed, finished.duplicates) == (
         "succeeded",
@@ -104,3 +127,5 @@ async def test_a_killed_run_is_resumed_with_exact_counts(
         0,
         0,
     )
+    queued = await queue.get(queue_job_id)
+    assert (queued.status, queued.attempts, queued.progress) == ("succeeded", 2, 1.0)

@@ -17,7 +17,7 @@ from sleeve_inference.limits import BodySizeLimit
 from sleeve_inference.metrics import Metrics, MetricsMiddleware
 from sleeve_inference.model_holder import ModelHolder, model_cache_dir
 from sleeve_inference.request_log import RequestLogMiddleware
-from sleeve_inference.routes import health, models, page, predict, v2, work
+from sleeve_inference.routes import health, models, page, predict, scoring, v2, work
 from sleeve_inference.serving import Serving
 from sleeve_inference.url_fetch import UrlFetcher
 
@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLogMiddleware)
-    for module in (predict, models, work, health, page, v2):
+    for module in (predict, models, work, scoring, health, page, v2):
         app.include_router(module.router)
     return app
 

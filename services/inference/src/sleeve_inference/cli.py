@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from sleeve_common.cli_args import bounded
-from sleeve_common.exceptions import NotImplementedYet
 from sleeve_common.settings import Settings
 
 __all__ = ["register"]
@@ -46,8 +45,6 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _score(args: argparse.Namespace, settings: Settings) -> int:
     """Validate, score the catalog with a progress line and ETA, export, print a summary."""
-    if args.engine != "local":
-        raise NotImplementedYet(f"the {args.engine} scoring engine (`--engine {args.engine}`)")
     # Imported here so that every other `sleeve` command starts without onnxruntime.
     from sleeve_common.progress import TerminalProgress, ThrottledProgress
     from sleeve_common.runtime import open_runtime
@@ -57,7 +54,7 @@ async def _score(args: argparse.Namespace, settings: Settings) -> int:
     output = Path(args.output).expanduser().absolute()
     async with open_runtime(settings) as runtime:
         job = await create_scoring_job(
-            runtime=runtime, input=args.input, output=output, model=args.model, engine="local"
+            runtime=runtime, input=args.input, output=output, model=args.model, engine=args.engine
         )
         progress = ThrottledProgress(TerminalProgress("score"), interval_s=1.0)
         summary = await run_scoring(runtime, job.id, progress)

@@ -2,9 +2,11 @@
 
 ApiError (carries status, code, message, headers)
  raised by routes; library and serving errors are mapped below:
- NotFound → 404, Conflict → 409, InvalidImage → 422, TooManyPixels → 413,
- DatabaseUnavailable/StoreUnavailable → 503, NoModelLoaded/NoModel → 503,
- Overloaded/QueueFull → 503 with Retry-After, DeadlineExceeded → 503,
+ NotFound → 404, Conflict and ModelUnusable → 409, InvalidImage and ScoringInputError → 422,
+ TooManyPixels → 413, DatabaseUnavailable/StoreUnavailable → 503, SQLAlchemy's
+ OperationalError/InterfaceError (the database went away mid-request) → 503,
+ NoModelLoaded/NoModel → 503, Overloaded/QueueFull → 503 with Retry-After,
+ DeadlineExceeded → 503,
  anything else → 500, still in this JSON shape.
 """
 
@@ -16,11 +18,13 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sleeve_common.exceptions import (
     Conflict,
     DatabaseUnavailable,
+    ModelUnusable,
     NotFound,
     SleeveError,
     StoreUnavailable,
@@ -28,6 +32,7 @@ from sleeve_common.exceptions import (
 from sleeve_common.images import InvalidImage
 from sleeve_inference.admission import Overloaded
 from sleeve_inference.batcher import BatcherClosed, NoModel, QueueFull
+from sleeve_inference.scoring.errors import ScoringInputError
 from sleeve_inference.serving import DeadlineExceeded, NoModelLoaded, TooManyPixels
 
 __all__ = ["SERVING_ERRORS", "ApiError", "error_body", "install_error_handlers", "serving_error"]
@@ -132,14 +137,26 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return _json(exc.status_code, code, str(exc.detail), exc.headers)
 
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+        # The database went away mid-request (a moved SQLite file, a stopped server): 503,
+        # and the next request tries a fresh connection.
+        logger.error("database error: %s", str(exc).splitlines()[0])
+        return _json(503, "unavailable", "the database is unavailable; try again shortly")
+
     @app.exception_handler(SleeveError)
     async def _sleeve(_request: Request, exc: SleeveError) -> JSONResponse:
         if isinstance(exc, NotFound):
             return _json(404, "not_found", str(exc))
         if isinstance(exc, Conflict):
             return _json(409, "conflict", str(exc))
+        if isinstance(exc, ModelUnusable):
+            return _json(409, "model_unusable", str(exc))
         if isinstance(exc, InvalidImage):
             return _json(422, "invalid_image", str(exc))
+        if isinstance(exc, ScoringInputError):
+            return _json(422, "invalid_request", str(exc))
         if isinstance(exc, DatabaseUnavailable | StoreUnavailable):
             logger.error("dependency down: %s", exc)
             return _json(503, "unavailable", str(exc))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -18,6 +18,8 @@ __all__ = [
     "PredictResponse",
     "PredictUrlsRequest",
     "PredictUrlsResponse",
+    "ScoringJobRequest",
+    "ScoringJobView",
     "Timing",
     "UrlPrediction",
 ]
@@ -119,3 +121,49 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ScoringJobRequest(BaseModel):
+    """A catalog to score in the background: a store prefix or albums in the database."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="`store:PREFIX` (images under a prefix of the object store) or "
+        "`albums:FILTER` (albums in the database; FILTER is empty or `KEY=VALUE,…` with "
+        "source, genre, scrape_run, dataset, split). Folders and manifests on a disk are "
+        "scored with the `sleeve score` command.",
+        examples=["albums:source=itunes", "store:catalog/2026/"],
+    )
+    model: str | None = Field(
+        default=None, max_length=64, description="model version; default: the served one"
+    )
+    engine: Literal["local", "ray"] = "local"
+
+
+class ScoringJobView(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: int = Field(examples=[3])
+    status: str = Field(
+        examples=["running"], description="queued, running, succeeded, failed or cancelled"
+    )
+    input: str = Field(examples=["albums:source=itunes"])
+    model_version: str = Field(examples=["v2"])
+    engine: str = Field(examples=["local"])
+    total: int = Field(description="items in the catalog", examples=[50000])
+    done: int = Field(description="items scored", examples=[12000])
+    failed: int = Field(description="items that could not be scored (see their rows)")
+    duplicates: int = Field(description="repeated item ids, scored once")
+    progress: float = Field(ge=0, le=1, examples=[0.24])
+    images_per_second: float | None = Field(
+        description="items finished per second since the job started", examples=[210.5]
+    )
+    eta_s: float | None = Field(description="seconds left at that pace", examples=[181.0])
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    results_url: str = Field(examples=["/v1/scoring-jobs/3/results?format=jsonl"])

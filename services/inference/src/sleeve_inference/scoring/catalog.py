@@ -12,6 +12,8 @@ Inputs:
 - ``store:PREFIX``: images under a prefix of the configured object store; the id is the key.
 - ``FILE.csv`` / ``FILE.parquet``: a manifest with a column ``id`` and exactly one of
   ``url``, ``key`` or ``path`` (relative paths are relative to the manifest's folder).
+- ``albums:FILTER``: albums in the database (see ``albums``); the id is the album id, the
+  bytes its stored cover, and each item carries its stored genre.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from sleeve_common.exceptions import InvalidKey, ObjectNotFound, StoreUnavailable
+from sleeve_inference.scoring.albums import (
+    ALBUMS_SCHEME,
+    AlbumFilter,
+    count_albums,
+    iter_album_pages,
+)
 from sleeve_inference.scoring.errors import CatalogError, ItemUnreadable, ManifestError
 from sleeve_inference.url_fetch import UrlFetchError
 
 if TYPE_CHECKING:
+    from sleeve_common.db import Database
     from sleeve_common.store import ObjectStore
     from sleeve_inference.url_fetch import UrlFetcher
 
@@ -47,7 +56,7 @@ __all__ = [
 ]
 
 LocatorKind = Literal["key", "path", "url"]
-CatalogKind = Literal["folder", "store", "csv", "parquet"]
+CatalogKind = Literal["folder", "store", "csv", "parquet", "albums"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_ITEM_LENGTH = 1024  # the predictions.item column
@@ -58,11 +67,14 @@ _CSV_BLOCK_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class Item:
-    """One catalog entry: its id, and where its bytes are (``locator`` None: not given)."""
+    """One catalog entry: its id, and where its bytes are (``locator`` None: not given); an
+    album also carries its id and stored genre."""
 
     item: str
     kind: LocatorKind
     locator: str | None
+    album_id: int | None = None
+    stored_genre: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,17 @@ class Catalog:
         """``folder /covers``, ``store:covers/``, ``csv /tmp/m.csv`` …"""
         if self.kind == "store":
             return f"{STORE_SCHEME}{self.location}"
+        if self.kind == "albums":
+            return self.location
         return f"{self.kind} {self.location}"
 
 
-async def open_catalog(text: str, *, store: ObjectStore) -> Catalog:
+async def open_catalog(text: str, *, store: ObjectStore, db: Database) -> Catalog:
     """Parse and validate ``--input``; ``CatalogError`` (or a subclass) says what is wrong."""
+    if text.startswith(ALBUMS_SCHEME):
+        wanted = AlbumFilter.parse(text.removeprefix(ALBUMS_SCHEME))
+        total = await count_albums(db, wanted)
+        return Catalog(kind="albums", location=wanted.describe(), locator="key", total=total)
     if text.startswith(STORE_SCHEME):
         prefix = text.removeprefix(STORE_SCHEME)
         try:
@@ -111,9 +129,23 @@ async def open_catalog(text: str, *, store: ObjectStore) -> Catalog:
 
 
 async def iter_chunks(
-    catalog: Catalog, *, store: ObjectStore, size: int
+    catalog: Catalog, *, store: ObjectStore, db: Database, size: int
 ) -> AsyncIterator[list[Item]]:
     """The catalog's items in order, ``size`` at a time (blocking reads run in threads)."""
+    if catalog.kind == "albums":
+        wanted = AlbumFilter.parse(catalog.location.removeprefix(ALBUMS_SCHEME))
+        async for albums in iter_album_pages(db, wanted, size=size):
+            yield [
+                Item(
+                    item=str(row.album_id),
+                    kind="key",
+                    locator=row.cover_key,
+                    album_id=row.album_id,
+                    stored_genre=row.stored_genre,
+                )
+                for row in albums
+            ]
+        return
     if catalog.kind == "store":
         chunk: list[Item] = []
         async for page in store.iter_keys(catalog.location, page_size=size):

@@ -32,7 +32,19 @@ if TYPE_CHECKING:
     from sleeve_inference.predictor import Predictor
     from sleeve_inference.url_fetch import UrlFetcher
 
-__all__ = ["ChunkDone", "EngineOptions", "RunCounts", "count_rows", "score_catalog"]
+__all__ = [
+    "ChunkCallback",
+    "ChunkDone",
+    "EngineOptions",
+    "RunCounts",
+    "count_rows",
+    "fetch_item",
+    "max_row_id",
+    "new_items",
+    "score_catalog",
+    "score_payloads",
+    "write_rows",
+]
 
 MAX_DUPLICATE_EXAMPLES = 5
 
@@ -46,6 +58,7 @@ class EngineOptions:
     threads: int = 1
     fetch_concurrency: int = 16
     max_pixels: int = 40_000_000
+    disagree_confidence: float = 0.5
 
 
 @dataclass
@@ -99,22 +112,22 @@ async def score_catalog(
 ) -> RunCounts:
     """Score every item of ``catalog`` that has no row for ``job`` yet; return this run's counts."""
     counts = RunCounts()
-    boundary = await _max_row_id(db, job.id)
+    boundary = await max_row_id(db, job.id)
     started = time.monotonic()
     semaphore = asyncio.Semaphore(options.fetch_concurrency)
-    chunks = aiter(iter_chunks(catalog, store=store, size=options.chunk_size))
+    chunks = aiter(iter_chunks(catalog, store=store, db=db, size=options.chunk_size))
 
     async def prepare(previous: set[str]) -> _Fetched | None:
         chunk = await anext(chunks, None)
         if chunk is None:
             return None
         counts.enumerated += len(chunk)
-        todo = await _new_items(db, job.id, chunk, previous, boundary, counts)
-        results = await asyncio.gather(*(_fetch(i, store, fetcher, semaphore) for i in todo))
+        todo = await new_items(db, job.id, chunk, previous, boundary, counts)
+        results = await asyncio.gather(*(fetch_item(i, store, fetcher, semaphore) for i in todo))
         return _Fetched(items=todo, data=[r[0] for r in results], errors=[r[1] for r in results])
 
     async def write(items: list[Item], rows: list[dict[str, Any]]) -> None:
-        counts.written += await _write(db, job, items, rows)
+        counts.written += await write_rows(db, job, items, rows, options.disagree_confidence)
         done, failed = await count_rows(db=db, scoring_job_id=job.id)
         elapsed = time.monotonic() - started
         await on_chunk(
@@ -167,7 +180,7 @@ async def count_rows(*, db: Database, scoring_job_id: int) -> tuple[int, int]:
     return done or 0, failed or 0
 
 
-async def _max_row_id(db: Database, scoring_job_id: int) -> int:
+async def max_row_id(db: Database, scoring_job_id: int) -> int:
     """Rows above this id were written by this run: an item found there is a duplicate."""
     async with db.session() as session:
         value = await session.scalar(
@@ -176,7 +189,7 @@ async def _max_row_id(db: Database, scoring_job_id: int) -> int:
     return int(value or 0)
 
 
-async def _new_items(
+async def new_items(
     db: Database,
     scoring_job_id: int,
     chunk: list[Item],
@@ -204,9 +217,10 @@ async def _new_items(
     return todo
 
 
-async def _fetch(
+async def fetch_item(
     item: Item, store: ObjectStore, fetcher: UrlFetcher, semaphore: asyncio.Semaphore
 ) -> tuple[bytes | None, str | None]:
+    """The item's bytes and no error, or no bytes and why (at most ``semaphore`` at once)."""
     async with semaphore:
         try:
             return await read_item(item, store=store, fetcher=fetcher), None
@@ -228,7 +242,7 @@ async def _compute(
         *(
             loop.run_in_executor(
                 pool,
-                _score_share,
+                score_payloads,
                 predictor,
                 fetched.data[start : start + size],
                 fetched.errors[start : start + size],
@@ -240,13 +254,16 @@ async def _compute(
     return [row for part in parts for row in part]
 
 
-def _score_share(
+def score_payloads(
     predictor: Predictor,
     data: Sequence[bytes | None],
     errors: Sequence[str | None],
     options: EngineOptions,
 ) -> list[dict[str, Any]]:
-    """Decode a few items and run the model on them in batches (runs in a pool thread)."""
+    """Decode a few items and run the model on them in batches; one row dict per item.
+
+    Blocking: it runs in a pool thread of the local engine or in a Ray actor.
+    """
     rows: list[dict[str, Any]] = [{"error": error} for error in errors]
     fetched = [index for index, payload in enumerate(data) if payload is not None]
     pixels, problems = predictor.decode_all(
@@ -272,8 +289,23 @@ def _score_share(
     return rows
 
 
-async def _write(
-    db: Database, job: ScoringJob, items: list[Item], rows: list[dict[str, Any]]
+def disagrees(item: Item, row: dict[str, Any], confidence: float) -> bool | None:
+    """Whether the model confidently names another genre than the item's stored one; None
+    when there is nothing to compare (no stored genre, one the model does not know, an error).
+    """
+    stored = item.stored_genre
+    probabilities = row.get("probabilities")
+    if stored is None or probabilities is None or stored not in probabilities:
+        return None
+    return bool(row["top_genre"] != stored and row["confidence"] >= confidence)
+
+
+async def write_rows(
+    db: Database,
+    job: ScoringJob,
+    items: list[Item],
+    rows: list[dict[str, Any]],
+    disagree_confidence: float,
 ) -> int:
     """Insert the chunk's rows in one statement; rows already there are left as they are."""
     if not items:
@@ -284,6 +316,9 @@ async def _write(
             "model_version_id": job.model_version_id,
             "item": item.item,
             "source": item.locator or "",
+            "album_id": item.album_id,
+            "stored_genre": item.stored_genre,
+            "disagrees": disagrees(item, row, disagree_confidence),
             "top_genre": row.get("top_genre"),
             "confidence": row.get("confidence"),
             "probabilities": row.get("probabilities"),

@@ -31,7 +31,17 @@ __all__ = ["FORMATS", "ExportFormat", "format_for_path", "iter_export", "write_e
 
 ExportFormat = Literal["jsonl", "csv", "parquet"]
 FORMATS: dict[str, ExportFormat] = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_FIXED_COLUMNS = ("item", "source", "model_version", "top_genre", "confidence", "top_genres")
+_FIXED_COLUMNS = (
+    "item",
+    "source",
+    "album_id",
+    "model_version",
+    "top_genre",
+    "confidence",
+    "stored_genre",
+    "disagrees",
+    "top_genres",
+)
 
 
 def format_for_path(path: Path) -> ExportFormat:
@@ -132,9 +142,12 @@ def _row(p: Prediction, version: str, labels: list[str], top_k: int) -> dict[str
     return {
         "item": p.item,
         "source": p.source,
+        "album_id": p.album_id,
         "model_version": version,
         "top_genre": p.top_genre,
         "confidence": p.confidence,
+        "stored_genre": p.stored_genre,
+        "disagrees": p.disagrees,
         "top_genres": [{"genre": g, "probability": float(v)} for g, v in ranked],
         "probabilities": (
             None if probabilities is None else {label: probabilities.get(label) for label in labels}
@@ -174,9 +187,12 @@ class _Csv:
                 [
                     row["item"],
                     row["source"],
+                    "" if row["album_id"] is None else row["album_id"],
                     row["model_version"],
                     row["top_genre"] or "",
                     "" if row["confidence"] is None else repr(row["confidence"]),
+                    row["stored_genre"] or "",
+                    "" if row["disagrees"] is None else str(row["disagrees"]).lower(),
                     ";".join(f"{t['genre']}:{t['probability']!r}" for t in row["top_genres"]),
                     *(
                         "" if probabilities.get(label) is None else repr(probabilities[label])
@@ -229,9 +245,12 @@ class _Parquet:
             [
                 ("item", pa.string()),
                 ("source", pa.string()),
+                ("album_id", pa.int64()),
                 ("model_version", pa.string()),
                 ("top_genre", pa.string()),
                 ("confidence", pa.float64()),
+                ("stored_genre", pa.string()),
+                ("disagrees", pa.bool_()),
                 ("top_genres", pa.list_(genre)),
                 ("probabilities", pa.struct([(label, pa.float64()) for label in labels])),
                 ("error", pa.string()),
