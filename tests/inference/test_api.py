@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import update
 from support import DISCOGS5, make_settings
 
 from sleeve_common.db import Database
-from sleeve_common.registry import promote
+from sleeve_common.models import ModelVersion
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore
@@ -374,6 +375,27 @@ async def test_promoting_a_new_version_serves_it(
     assert stages == {"v1": "archived", "v2": "production"}
 
 
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+async def test_a_version_that_cannot_be_served_is_not_promoted(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore], damage: str
+) -> None:
+    db, store = registry
+    v2 = await register_model(db, store, bias=np.array([0.0, 0.0, 50.0]))
+    if damage == "missing":
+        await store.delete(v2.version.onnx_key)
+    else:
+        await store.put(v2.version.onnx_key, build_onnx_model())
+
+    refused = await api.post("/v1/models/v2/promote", headers={"X-API-Key": API_KEY})
+
+    message = "is missing from the store" if damage == "missing" else "does not match the sha256"
+    assert_error(refused, 409, "model_unusable", message)
+    stages = {m["version"]: m["stage"] for m in (await api.get("/v1/models")).json()}
+    assert stages == {"v1": "production", "v2": "candidate"}
+    served = await api.post("/v1/predict", files=[png("red.png", RED)])
+    assert served.json()["model_version"] == "v1"
+
+
 async def test_promoting_an_unknown_version_is_404(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/models/v7/promote", headers={"X-API-Key": API_KEY})
 
@@ -510,6 +532,7 @@ async def test_readyz_with_a_model(api: httpx.AsyncClient) -> None:
         "status": "ready",
         "checks": {"database": "ok", "store": "ok", "model": "ok (v1)"},
         "provider": "CPU",
+        "first_model": None,  # only while no model is served: how its training goes
     }
 
 
@@ -606,7 +629,14 @@ async def test_tampered_new_version_keeps_the_old_one_served(
 
     bias = np.array([0.0, 0.0, 50.0])
     await register_model(runtime.db, runtime.store, bias=bias, stored_onnx=build_onnx_model(-bias))
-    await promote(db=runtime.db, version="v2")
+    # Altered after its promotion (promote itself refuses an altered file).
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(ModelVersion).where(ModelVersion.version == "v2").values(stage="production")
+        )
+        await session.execute(
+            update(ModelVersion).where(ModelVersion.version == "v1").values(stage="archived")
+        )
 
     with pytest.raises(ModelIntegrityError):
         await holder.refresh()

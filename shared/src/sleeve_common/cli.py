@@ -149,7 +149,7 @@ def _num(value: object) -> str:
 
 async def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
-        version = await promote(db=runtime.db, version=args.version)
+        version = await promote(db=runtime.db, store=runtime.store, version=args.version)
     print(f"{version.version} is now the production model")  # noqa: T201
     return 0
 

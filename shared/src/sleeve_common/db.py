@@ -5,10 +5,12 @@ One ``Database`` per process, made by an entry point from ``Settings`` and close
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
@@ -29,20 +31,26 @@ _CONNECT_TIMEOUT_S = 5
 
 
 class Database:
-    """An async engine and its session factory."""
+    """An async engine and its session factory.
+
+    A SQLite file is opened read-write but never created here (only ``upgrade_database``
+    creates one): a database file moved away makes requests fail as unavailable instead of
+    silently starting an empty database, and they work again once the file is back.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         parsed = make_url(url)
         connect_args: dict[str, Any] = {}
+        engine_url = url
         if parsed.get_backend_name() == "sqlite":
-            _make_sqlite_folder(url)
+            engine_url = _existing_sqlite_file(url)
             # Writers wait for each other instead of failing with "database is locked".
             connect_args["timeout"] = 30
         else:
             connect_args["timeout"] = _CONNECT_TIMEOUT_S
         self.engine: AsyncEngine = create_async_engine(
-            url, connect_args=connect_args, pool_pre_ping=True
+            engine_url, connect_args=connect_args, pool_pre_ping=True
         )
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -60,6 +68,13 @@ class Database:
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a round trip to the database works."""
+        database = make_url(self.url).database
+        on_disk = self.dialect == "sqlite" and database and database != ":memory:"
+        if on_disk and not Path(str(database)).is_file():
+            raise DatabaseUnavailable(
+                f"no database file at {database}: run `sleeve db upgrade` to create it "
+                "(or put the moved file back)"
+            )
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -92,6 +107,15 @@ class Database:
         await self.engine.dispose()
 
 
+def _existing_sqlite_file(url: str) -> str:
+    """The URL as a SQLite URI that opens the file read-write and never creates it."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    return f"{parsed.drivername}:///file:{quote(database)}?mode=rw&uri=true"
+
+
 def _make_sqlite_folder(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
@@ -107,6 +131,7 @@ def _alembic_config(url: str) -> Any:
     return config
 
 
+@functools.cache
 def _head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
 from sleeve_common.db import Database
-from sleeve_common.exceptions import NotFound
+from sleeve_common.exceptions import ModelUnusable, NotFound, ObjectNotFound
 from sleeve_common.models import ModelVersion, utcnow
+
+if TYPE_CHECKING:
+    from sleeve_common.store import ObjectStore
 
 __all__ = [
     "STAGES",
@@ -77,8 +81,23 @@ async def get_model_version(*, db: Database, version: str) -> ModelVersion:
         return found
 
 
-async def promote(*, db: Database, version: str) -> ModelVersion:
-    """Make ``version`` the production model; the previous one is archived."""
+async def promote(*, db: Database, store: ObjectStore, version: str) -> ModelVersion:
+    """Make ``version`` the production model; the previous one is archived. Its ONNX file is
+    checked first (there, and matching the sha256 recorded at registration): a version that
+    could not be served raises ``ModelUnusable`` and nothing changes."""
+    row = await get_model_version(db=db, version=version)
+    try:
+        data = await store.get(row.onnx_key)
+    except ObjectNotFound:
+        raise ModelUnusable(
+            f"model {version} cannot be promoted: its ONNX file {row.onnx_key} is missing "
+            "from the store"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != row.onnx_sha256:
+        raise ModelUnusable(
+            f"model {version} cannot be promoted: its stored ONNX file does not match the "
+            "sha256 recorded when it was registered"
+        )
     async with db.session() as session:
         target = (
             await session.execute(select(ModelVersion).where(ModelVersion.version == version))

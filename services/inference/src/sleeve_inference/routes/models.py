@@ -75,7 +75,8 @@ async def model_image(version: str, image: str, runtime: RuntimeDep) -> Response
 
 @router.post("/v1/models/{version}/promote", response_model=ModelSummary, dependencies=[ApiKey])
 async def model_promote(version: str, runtime: RuntimeDep, models: ModelsDep) -> dict[str, object]:
-    """Make this version the production model and start serving it (API key)."""
-    v = await promote(db=runtime.db, version=version)
+    """Make this version the production model and start serving it (API key). 409 if its
+    ONNX file is missing from the store or altered: then nothing changes."""
+    v = await promote(db=runtime.db, store=runtime.store, version=version)
     await models.refresh()
     return _summary(v)
