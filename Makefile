@@ -5,11 +5,13 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := python3 -m uv
 export UV_PYTHON_DOWNLOADS := never
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # Offline ImageNet weights from the kit beside the checkout when present, else Keras' download.
 KIT_WEIGHTS := ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.h5
 export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WEIGHTS)),imagenet)
+# The first model `make run` trains when the registry is empty: from the kit's covers when
+# they are beside the checkout, else from the iTunes API (the product's own default).
+KIT_COVERS := ../shared/datasets/discogs5
 
 .PHONY: install test-deps run test lint fmt check bench bench-score
 
@@ -17,7 +19,8 @@ install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-packages
 
-run: install  ## the API (http://127.0.0.1:8000/docs) and the scraper and trainer workers
+run: export SLEEVE_BOOTSTRAP_SOURCE ?= $(if $(wildcard $(KIT_COVERS)),$(abspath $(KIT_COVERS)),itunes)
+run: install  ## the API (http://127.0.0.1:8000/) and the workers; trains a first model if none
 	$(UV) run --no-sync sleeve run
 
 # The browser test drives Debian's chromium through playwright (executable_path); playwright

@@ -54,6 +54,7 @@ def test_run_serves_the_api_and_the_scraper_worker_takes_queued_jobs(tmp_path: P
         "SLEEVE_API_KEY": API_KEY,
         "SLEEVE_WORKER_POLL_SECONDS": "0.2",
         "SLEEVE_LOG_LEVEL": "WARNING",
+        "SLEEVE_BOOTSTRAP": "false",  # the first-run training has tests of its own
     }
     base = f"http://127.0.0.1:{port}"
     stack = subprocess.Popen(
@@ -74,7 +75,7 @@ def test_run_serves_the_api_and_the_scraper_worker_takes_queued_jobs(tmp_path: P
         assert httpx.get(f"{base}/docs").status_code == 200
         ready = httpx.get(f"{base}/readyz")
         assert ready.status_code == 503
-        assert "sleeve train" in ready.json()["checks"]["model"]
+        assert "sleeve train --dataset NAME" in ready.json()["checks"]["model"]
 
         queued = httpx.post(
             f"{base}/v1/scrape-runs",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sleeve_common.db import Database
-from sleeve_common.exceptions import LeaseLost, NotFound
+from sleeve_common.exceptions import Conflict, LeaseLost, NotFound
 from sleeve_common.jobs import JobQueue, JobStatus
 from sleeve_common.worker import JobContext, run_worker
 
@@ -216,3 +216,56 @@ async def test_worker_abandons_a_job_whose_lease_was_taken_over(
     assert await asyncio.wait_for(worker, timeout=10) == 1
     stored = await slow.get(job_id)
     assert (stored.status, stored.lease_owner, stored.attempts) == ("running", "rescuer", 2)
+
+
+async def test_a_stopped_worker_hands_its_job_back_without_spending_an_attempt(
+    database: Database,
+) -> None:
+    queue = JobQueue(database, lease_seconds=LEASE_S)
+    job_id = await queue.enqueue(kind="train", payload={})
+    started, cancelled, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def hang(ctx: JobContext) -> None:
+        await ctx.progress(0.4, "embedding", stage="train")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    worker = asyncio.create_task(
+        run_worker(queue, {"train": hang}, owner="w1", poll_seconds=0.1, stop=stop)
+    )
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stop.set()
+    assert await asyncio.wait_for(worker, timeout=10) == 1
+    assert cancelled.is_set()
+    stored = await queue.get(job_id)
+    assert (stored.status, stored.attempts, stored.lease_owner) == ("queued", 0, None)
+    assert (stored.progress, stored.stage) == (0.4, "train")  # kept for the next worker to see
+    again = await queue.claim(kinds=["train"], owner="w2")  # at once: no lease to wait out
+    assert again is not None and (again.id, again.attempt) == (job_id, 1)
+
+
+async def test_a_unique_key_is_held_by_one_active_job_at_a_time(queue: JobQueue) -> None:
+    results = await asyncio.gather(
+        *(queue.enqueue(kind="bootstrap", payload={}, unique_key="bootstrap") for _ in range(4)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, int)]
+    assert len(created) == 1
+    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, int))
+    assert (await queue.latest(unique_key="bootstrap")).id == created[0]  # type: ignore[union-attr]
+
+    job = await queue.claim(kinds=["bootstrap"], owner="w")
+    assert job is not None
+    with pytest.raises(Conflict):  # running still holds the key
+        await queue.enqueue(kind="bootstrap", payload={}, unique_key="bootstrap")
+    await queue.fail(job, "no internet")
+    # A finished job lets go of its key; other keys and keyless jobs never conflict.
+    second = await queue.enqueue(kind="bootstrap", payload={}, unique_key="bootstrap")
+    assert (await queue.latest(unique_key="bootstrap")).id == second  # type: ignore[union-attr]
+    await queue.enqueue(kind="scrape", payload={}, unique_key="bootstrap-1:scrape")
+    await queue.enqueue(kind="scrape", payload={})
+    await queue.enqueue(kind="scrape", payload={})

@@ -22,7 +22,15 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 from support import DISCOGS5
 
-from .harness import LABELS, serve_on_socket
+from sleeve_common.bootstrap import KIND as BOOTSTRAP
+from sleeve_common.bootstrap import plan_from_settings
+from sleeve_common.db import Database
+from sleeve_common.jobs import JobQueue
+from sleeve_common.settings import Settings
+from sleeve_common.store import ObjectStore
+from sleeve_inference.app import create_app
+
+from .harness import LABELS, register_model, serve_on_socket
 
 # The page needs one database; the API tests cover PostgreSQL.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -183,3 +191,79 @@ async def test_the_page_loads_nothing_from_another_origin(visit: Visit) -> None:
 
     assert {urlsplit(url).path for url in visit.requests} >= {"/", "/v1/predict"}
     assert [url for url in visit.requests if origin(url) != visit.base_url] == []
+
+
+async def test_before_the_first_model_the_page_shows_its_training_then_the_form(
+    browser: Browser, settings: Settings, registry: tuple[Database, ObjectStore]
+) -> None:
+    db, store = registry
+    queue = JobQueue(db, lease_seconds=60)
+    plan = plan_from_settings(settings).model_dump(mode="json")
+    await queue.enqueue(kind=BOOTSTRAP, payload=plan, unique_key=BOOTSTRAP)
+    job = await queue.claim(kinds=[BOOTSTRAP], owner="sleeve run")
+    assert job is not None
+    await queue.report_progress(
+        job, fraction=0.62, message="training run 1: head epoch 4/10", stage="train"
+    )
+    async with serve_on_socket(create_app(settings)) as address:
+        context = await browser.new_context(base_url=f"http://{address}")
+        context.set_default_timeout(_WAIT_MS)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            await page.goto("/")
+            await expect(
+                page.get_by_role("heading", name="Training the first model")
+            ).to_be_visible()
+            await expect(page.get_by_role("progressbar")).to_have_attribute("value", "62")
+            await expect(
+                page.get_by_text("Step 3 of 4: training the model. 62% done")
+            ).to_be_visible()
+            await expect(page.get_by_text("training run 1: head epoch 4/10")).to_be_visible()
+            await expect(page.get_by_role("button", name="Predict")).to_be_hidden()
+
+            await register_model(db, store)
+            await queue.succeed(job, {"model_version": "v1"})
+            # The page notices by itself (the server looks every 2 s, the page too).
+            await expect(page.get_by_role("button", name="Predict")).to_be_visible()
+            await expect(
+                page.get_by_role("heading", name="Training the first model")
+            ).to_be_hidden()
+            await page.get_by_label("Album cover").set_input_files(_cover())
+            await page.get_by_role("button", name="Predict").click()
+            await expect(page.get_by_role("meter")).to_have_count(len(LABELS), timeout=_WAIT_MS)
+            assert errors == []
+        finally:
+            await context.close()
+
+
+async def test_a_failed_first_model_shows_why_and_how_to_fix_it(
+    browser: Browser, settings: Settings, registry: tuple[Database, ObjectStore]
+) -> None:
+    db, _store = registry
+    queue = JobQueue(db, lease_seconds=60)
+    plan = plan_from_settings(settings).model_dump(mode="json")
+    await queue.enqueue(kind=BOOTSTRAP, payload=plan, unique_key=BOOTSTRAP)
+    job = await queue.claim(kinds=[BOOTSTRAP], owner="sleeve run")
+    assert job is not None
+    await queue.report_progress(job, fraction=0.01, message="run 1: itunes", stage="scrape")
+    error = "collecting covers failed: Unreachable: connection failed (ConnectError)"
+    await queue.fail(job, f"BootstrapFailed: {error}")
+    async with serve_on_socket(create_app(settings)) as address:
+        context = await browser.new_context(base_url=f"http://{address}")
+        context.set_default_timeout(_WAIT_MS)
+        page = await context.new_page()
+        try:
+            await page.goto("/")
+            await expect(
+                page.get_by_role("heading", name="The first model could not be trained")
+            ).to_be_visible()
+            await expect(page.get_by_role("alert").filter(has_text=error)).to_be_visible()
+            await expect(
+                page.get_by_text("To fix it: check that this machine reaches")
+            ).to_be_visible()
+            await expect(page.get_by_role("progressbar")).to_be_hidden()
+            await expect(page.get_by_role("button", name="Predict")).to_be_hidden()
+        finally:
+            await context.close()

@@ -286,7 +286,7 @@ def test_verify_refuses_a_float_input(classifier: keras.Model, covers: Covers) -
 
 
 def test_load_base_refuses_missing_or_broken_weights(tmp_path: Path) -> None:
-    with pytest.raises(TrainerError, match="not found"):
+    with pytest.raises(TrainerError, match=r"not found.*SLEEVE_BASE_WEIGHTS"):
         load_base(str(tmp_path / "missing.h5"))
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not hdf5 at all")
@@ -294,6 +294,20 @@ def test_load_base_refuses_missing_or_broken_weights(tmp_path: Path) -> None:
         load_base(str(broken))
     with pytest.raises(TrainerError):
         weights_id(str(tmp_path / "missing.h5"))
+
+
+def test_a_failed_imagenet_download_names_the_setting_for_a_local_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def offline(*_args: object, **_kwargs: object) -> None:
+        # What keras.utils.get_file raises without a network (no request is made here).
+        raise Exception("URL fetch failure on https://storage.googleapis.com/…: None -- [Errno -3]")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(TrainerError) as caught:
+        load_base("imagenet")
+    assert "cannot download the ImageNet weights" in str(caught.value)
+    assert "set SLEEVE_BASE_WEIGHTS to the path of a local copy of" in str(caught.value)
 
 
 def test_fine_tune_trains_only_the_top_without_touching_bn(covers: Covers) -> None:

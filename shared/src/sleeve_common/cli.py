@@ -15,14 +15,18 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import ValidationError
 
+from sleeve_common.bootstrap import KIND as BOOTSTRAP
+from sleeve_common.bootstrap import bootstrap_handler, queue_bootstrap
+from sleeve_common.console import relay_lines
 from sleeve_common.db import upgrade_database
 from sleeve_common.exceptions import ConfigError, NotFound, NotImplementedYet, SleeveError
 from sleeve_common.jobs import JobQueue
 from sleeve_common.logs import configure_logging
-from sleeve_common.registry import list_model_versions, promote
+from sleeve_common.registry import NO_MODEL_HINT, list_model_versions, promote
 from sleeve_common.runtime import Runtime, open_runtime
 from sleeve_common.settings import Settings, load_settings
 from sleeve_common.worker import Handler, run_worker, worker_name
@@ -34,6 +38,9 @@ HandlerFactory = Callable[[Runtime], Handler]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+_CONSOLE_LINE_LIMIT = 1 << 20  # bytes of one relayed console line
+_STOP_GRACE_S = 20.0  # for children to hand their jobs back and exit after Ctrl-C
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +117,13 @@ def _job_kinds() -> list[str]:
     return sorted(entry.name for entry in entry_points(group="sleeve.job_handlers"))
 
 
-def _job_handler_factories() -> dict[str, HandlerFactory]:
-    return {entry.name: entry.load() for entry in entry_points(group="sleeve.job_handlers")}
+def _job_handler_factories(kinds: Sequence[str]) -> dict[str, HandlerFactory]:
+    """The handlers of ``kinds`` only: a worker imports no other service's job code."""
+    return {
+        entry.name: entry.load()
+        for entry in entry_points(group="sleeve.job_handlers")
+        if entry.name in kinds
+    }
 
 
 async def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
@@ -131,7 +143,7 @@ async def _models_list(_args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         versions = await list_model_versions(db=runtime.db)
     if not versions:
-        print("no model versions yet: run `sleeve train --dataset NAME`")  # noqa: T201
+        print(NO_MODEL_HINT)  # noqa: T201
         return 0
     print(f"{'version':<10}{'stage':<12}{'accuracy':>9}{'macro F1':>10}  created")  # noqa: T201
     for v in versions:
@@ -155,7 +167,7 @@ async def _models_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    factories = _job_handler_factories()
+    factories = _job_handler_factories(args.kinds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,35 +180,140 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         await run_worker(
             queue, handlers, owner=owner, poll_seconds=settings.worker_poll_seconds, stop=stop
         )
+    _ignore_further_signals(loop)
     return 0
 
 
+def _ignore_further_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Once stopping is under way, a second SIGINT or SIGTERM (Ctrl-C reaches every process
+    of the group, then `sleeve run` forwards SIGTERM) changes nothing, and cannot hit the
+    window in which a closing event loop has shut its signal pipe but not yet removed its
+    handlers ("Exception ignored when trying to write to the signal wakeup fd")."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+
+
 async def _run_stack(_args: argparse.Namespace, settings: Settings) -> int:
-    """Migrate, then run the API and one worker per job kind as child processes."""
+    """Migrate, then run the API and one worker per job kind as child processes; while the
+    registry is empty, queue and coordinate the first model's training (``bootstrap``)."""
     await asyncio.to_thread(upgrade_database, settings.database_url)
     children = [["serve"]] + [["worker", kind] for kind in _job_kinds()]
+    env = _child_env()
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sleeve_common", *argv, env=os.environ.copy()
+            sys.executable,
+            "-m",
+            "sleeve_common",
+            *argv,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+            limit=_CONSOLE_LINE_LIMIT,
         )
         for argv in children
     ]
+    relays = [asyncio.create_task(relay_lines(p.stderr, sys.stderr)) for p in procs if p.stderr]
     _say(f"started {', '.join(' '.join(c) for c in children)}")
     _say(f"API and Swagger UI: http://{settings.host}:{settings.port}/docs  (Ctrl-C stops)")
-    stop = asyncio.Event()
+    stop, hurry, ending = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            hurry.set()  # a second Ctrl-C: do not wait for the children
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     waits = [asyncio.create_task(p.wait()) for p in procs]
     stopper = asyncio.create_task(stop.wait())
+    first = asyncio.create_task(_first_model(settings, ending))
     await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for proc in procs:
-        if proc.returncode is None:
-            proc.terminate()
-    codes = await asyncio.gather(*waits)
+    ending.set()  # the bootstrap, if running, hands its job back for the next start
+    await first
+    await _stop_children(procs, waits, hurry)
     stopper.cancel()
+    await asyncio.wait(relays, timeout=5)
+    _ignore_further_signals(loop)
+    codes = [w.result() for w in waits]
     failed = [" ".join(c) for c, code in zip(children, codes, strict=True) if code not in (0, -15)]
     if failed and not stop.is_set():
         _say(f"stopped because {', '.join(failed)} exited")
         return EXIT_ERROR
     return 0
+
+
+def _child_env() -> dict[str, str]:
+    """The children's environment: this one, with TensorFlow's C++ INFO and WARNING lines off
+    unless the user chose otherwise (its errors still show)."""
+    env = os.environ.copy()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+async def _stop_children(
+    procs: list[asyncio.subprocess.Process], waits: list[asyncio.Task[int]], hurry: asyncio.Event
+) -> None:
+    """SIGTERM, then SIGKILL whatever is still running after the grace time (or a second
+    Ctrl-C). Workers hand their jobs back on SIGTERM; a killed one's job waits for its lease."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+    pending = [w for w in waits if not w.done()]
+    if pending:
+        hurried = asyncio.create_task(hurry.wait())
+        either: list[asyncio.Future[Any]] = [asyncio.gather(*pending), hurried]
+        await asyncio.wait(
+            either,
+            timeout=_STOP_GRACE_S,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        hurried.cancel()
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+    await asyncio.gather(*waits)
+
+
+async def _first_model(settings: Settings, ending: asyncio.Event) -> None:
+    """With no model registered: queue the bootstrap (or find the one under way) and run its
+    coordinator here until it ends or ``ending`` is set. Failures are said, never fatal: the
+    API keeps serving and says the same."""
+    try:
+        async with open_runtime(settings) as runtime:
+            await _coordinate_first_model(runtime, ending)
+    except SleeveError as exc:
+        _say(f"the first model's training could not go on: {exc}")
+    except Exception:
+        logger.exception("the first model's training stopped; the API keeps running")
+
+
+async def _coordinate_first_model(runtime: Runtime, ending: asyncio.Event) -> None:
+    settings = runtime.settings
+    page = f"http://{settings.host}:{settings.port}/"
+    if not settings.bootstrap:
+        if not await list_model_versions(db=runtime.db):
+            _say(f"SLEEVE_BOOTSTRAP is off, so no first model is trained: {NO_MODEL_HINT}")
+        return
+    queued = await queue_bootstrap(db=runtime.db, settings=settings)
+    if queued is None:
+        return
+    if queued.created:
+        _say(
+            f"no model yet: training a first model from {queued.plan.describe()}; "
+            f"progress at {page} (SLEEVE_BOOTSTRAP=false turns this off)"
+        )
+    else:
+        _say(
+            f"no model yet: continuing the first model's training (job {queued.job_id}, "
+            f"from {queued.plan.describe()}); progress at {page}"
+        )
+    queue = JobQueue(runtime.db, lease_seconds=settings.job_lease_seconds)
+    await run_worker(
+        queue,
+        {BOOTSTRAP: bootstrap_handler(runtime, announce=_say)},
+        owner=worker_name(BOOTSTRAP),
+        poll_seconds=settings.worker_poll_seconds,
+        stop=ending,
+        max_jobs=1,
+    )

@@ -5,7 +5,9 @@ is claimed again once its lease has expired, up to ``max_attempts`` claims. Clai
 atomic statement: ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)`` on PostgreSQL;
 on SQLite the same single UPDATE is atomic because SQLite serialises writers. Every write a
 worker makes is conditional on still holding the lease, so two workers never both finish,
-or report progress on, the same job.
+or report progress on, the same job. A worker that is told to stop hands its job back
+(``release``) for the next one to take up at once. A job may hold a ``unique_key`` that no
+other queued or running job holds at the same time (enforced by the database).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from sleeve_common.db import Database
-from sleeve_common.exceptions import LeaseLost, NotFound
+from sleeve_common.exceptions import Conflict, LeaseLost, NotFound
 from sleeve_common.models import Job, utcnow
 
 __all__ = ["ClaimedJob", "JobQueue", "JobStatus"]
@@ -31,10 +34,10 @@ class JobStatus:
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
-    CANCELLED = "cancelled"
 class ClaimedJob:
     """A job this worker holds a lease on (for the ``attempt``-th claim)."""
 
@@ -57,14 +60,44 @@ class JobQueue:
     def lease_seconds(self) -> float:
         return self._lease.total_seconds()
 
-    async def enqueue(self, *, kind: str, payload: dict[str, Any], max_attempts: int = 3) -> int:
+    async def enqueue(
+        self,
+        *,
+        kind: str,
+        payload: dict[str, Any],
+        max_attempts: int = 3,
+        unique_key: str | None = None,
+    ) -> int:
+        """Queue a job; with ``unique_key``, ``Conflict`` while a queued or running job holds it.
+
+        The database enforces the key (a partial unique index), so two processes racing to
+        queue the same work get one job and one ``Conflict``.
+        """
+        try:
+            async with self._db.session() as session:
+                job = Job(
+                    kind=kind,
+                    payload=payload,
+                    max_attempts=max_attempts,
+                    unique_key=unique_key,
+                    created_at=self._clock(),
+                )
+                session.add(job)
+                await session.flush()
+                return job.id
+        except IntegrityError:
+            if unique_key is None:
+                raise
+            raise Conflict(f"a job holding the key {unique_key!r} is queued or running") from None
+
+    async def latest(self, *, unique_key: str) -> Job | None:
+        """The newest job ever queued with ``unique_key`` (finished or not), or None."""
         async with self._db.session() as session:
-            job = Job(
-                kind=kind, payload=payload, max_attempts=max_attempts, created_at=self._clock()
-            )
-            session.add(job)
-            await session.flush()
-            return job.id
+            return (
+                await session.execute(
+                    select(Job).where(Job.unique_key == unique_key).order_by(Job.id.desc()).limit(1)
+                )
+            ).scalar_one_or_none()
 
     async def get(self, job_id: int) -> Job:
         async with self._db.session() as session:
@@ -123,13 +156,28 @@ class JobQueue:
         """Extend the lease; raise LeaseLost if another worker may own the job now."""
         await self._update_held(job, lease_expires_at=self._clock() + self._lease)
 
-    async def report_progress(self, job: ClaimedJob, *, fraction: float, message: str) -> None:
-        """Store progress (0..1) and a message on the job; also renews the lease."""
+    async def report_progress(
+        self, job: ClaimedJob, *, fraction: float, message: str, stage: str | None = None
+    ) -> None:
+        """Store progress (0..1), a message and the stage (if given); also renews the lease."""
+        values: dict[str, Any] = {
+            "progress": min(max(fraction, 0.0), 1.0),
+            "progress_message": message[:2000],
+            "lease_expires_at": self._clock() + self._lease,
+        }
+        if stage is not None:
+            values["stage"] = stage[:64]
+        await self._update_held(job, **values)
+
+    async def release(self, job: ClaimedJob) -> None:
+        """Hand an unfinished job back to the queue (its worker is stopping), so the next
+        worker takes it up at once; the interrupted claim does not count as an attempt."""
         await self._update_held(
             job,
-            progress=min(max(fraction, 0.0), 1.0),
-            progress_message=message[:2000],
-            lease_expires_at=self._clock() + self._lease,
+            status=JobStatus.QUEUED,
+            attempts=Job.attempts - 1,
+            lease_owner=None,
+            lease_expires_at=None,
         )
 
     async def succeed(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> None:
@@ -151,22 +199,6 @@ class JobQueue:
             lease_expires_at=None,
         )
 
-    async def _update_held(self, job: ClaimedJob, **values: Any) -> None:
-        now = self._clock()
-        async with self._db.session() as session:
-            result = await session.execute(
-                update(Job)
-                .where(
-                    Job.id == job.id,
-                    Job.lease_owner == job.owner,
-                    Job.attempts == job.attempt,
-                    Job.status == JobStatus.RUNNING,
-                    Job.lease_expires_at >= now,
-                )
-                .values(**values)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                raise LeaseLost(f"job {job.id}: the lease of {job.owner} has expired or moved on")
     async def cancel(self, job_id: int) -> bool:
         """End a queued or running job as cancelled; False if it had already ended. A worker
         running it loses its lease at its next renewal or progress report and stops."""
@@ -183,3 +215,19 @@ class JobQueue:
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def _update_held(self, job: ClaimedJob, **values: Any) -> None:
+        now = self._clock()
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.lease_owner == job.owner,
+                    Job.attempts == job.attempt,
+                    Job.status == JobStatus.RUNNING,
+                    Job.lease_expires_at >= now,
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(f"job {job.id}: the lease of {job.owner} has expired or moved on")

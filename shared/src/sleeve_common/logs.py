@@ -27,5 +27,5 @@ def configure_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
-    for noisy in ("httpx", "httpcore", "alembic", "aiosqlite", "asyncio"):
+    for noisy in ("httpx", "httpcore", "alembic", "aiosqlite", "asyncio", "tf2onnx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -87,11 +88,25 @@ class Base(DeclarativeBase):
     }
 
 
+# At most one queued or running job holds a given ``unique_key`` (a partial unique index, on
+# SQLite and PostgreSQL alike); a finished job lets go of its key.
+_ACTIVE_JOB = text("status IN ('queued', 'running')")
+
+
 class Job(Base):
     """A unit of work in the database queue; see ``sleeve_common.jobs``."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_claimable", "kind", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_jobs_claimable", "kind", "status", "lease_expires_at"),
+        Index(
+            "uq_jobs_active_unique_key",
+            "unique_key",
+            unique=True,
+            sqlite_where=_ACTIVE_JOB,
+            postgresql_where=_ACTIVE_JOB,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -103,6 +118,10 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress_message: Mapped[str | None] = mapped_column(Text)
+    # The step a multi-step job is in ("scrape", "train", …), as its handler last reported it.
+    stage: Mapped[str | None] = mapped_column(String(64))
+    # See ``_ACTIVE_JOB``: e.g. "bootstrap", so that two first-run bootstraps never coexist.
+    unique_key: Mapped[str | None] = mapped_column(String(128))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sleeve_common.store import ObjectStore
 
 __all__ = [
+    "NO_MODEL_HINT",
     "STAGES",
     "get_model_version",
     "list_model_versions",
@@ -24,6 +25,13 @@ __all__ = [
 ]
 
 STAGES = ("candidate", "production", "archived")
+
+NO_MODEL_HINT = (
+    "no model is registered yet: import covers (`sleeve scrape --source folder --path DIR`, "
+    "one sub-folder per genre), build a dataset (`sleeve dataset build --name NAME`), then "
+    "train (`sleeve train --dataset NAME`); `sleeve run` does all three by itself on a first "
+    "start (SLEEVE_BOOTSTRAP)"
+)
 
 
 async def register_model_version(
@@ -133,5 +141,5 @@ async def resolve_serving_version(*, db: Database, version: str | None) -> Model
             await session.execute(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(1))
         ).scalar_one_or_none()
     if newest is None:
-        raise NotFound("no model is registered yet: run `sleeve train --dataset NAME` first")
+        raise NotFound(NO_MODEL_HINT)
     return newest

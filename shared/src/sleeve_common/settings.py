@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sleeve_common.exceptions import ConfigError
+from sleeve_common.genres import normalize_genre
 
 __all__ = ["Settings", "load_settings"]
 
@@ -28,8 +29,8 @@ _PLACEHOLDER_SECRETS = {
     "api-key",
 }
 _MIN_API_KEY_LENGTH = 16
-
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
 PositiveRate = Annotated[float, Field(gt=0, le=1000)]
 
 
@@ -67,6 +68,16 @@ class Settings(BaseSettings):
     base_weights: str = "imagenet"
     train_batch_size: int = Field(default=32, ge=1, le=1024)
 
+    # First run: `sleeve run` trains a first model while the registry is empty (bootstrap.py).
+    bootstrap: bool = True
+    # An API source ("itunes", "deezer") or a folder DIR/<genre>/<file> (or a manifest file).
+    bootstrap_source: str = Field(default="itunes", min_length=1, max_length=4096)
+    # Comma-separated genres; unset = a handful of well-separated ones for an API source,
+    # every sub-folder of a folder.
+    bootstrap_genres: str | None = None
+    bootstrap_per_genre: int = Field(default=300, ge=3, le=100_000)
+    bootstrap_epochs: int = Field(default=10, ge=1, le=1000)
+
     # Inference API.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -87,6 +98,15 @@ class Settings(BaseSettings):
     url_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120)
     url_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
     url_fetch_allowed_networks: str = ""
+    # Bulk scoring: how sure the model must be to flag an album's stored genre as wrong.
+    scoring_disagree_confidence: float = Field(default=0.5, ge=0, le=1)
+    # Items per chunk: one existence check, one fetch wave and one insert each; at most three
+    # chunks are held at once, so this bounds memory, and a killed run loses at most these.
+    scoring_chunk_size: int = Field(default=256, ge=1, le=100_000)
+    # Bulk scoring on Ray (`--engine ray`): no address starts a local Ray for the run;
+    # "ray://head:10001" (or "auto" on a cluster node) joins an existing cluster.
+    ray_address: str | None = None
+    ray_actors: int | None = Field(default=None, ge=1, le=100_000)
 
     # Scraper sources: base URLs (a mirror or a local fake) and polite rates (requests/s).
     itunes_base_url: str = "https://itunes.apple.com"
@@ -97,16 +117,9 @@ class Settings(BaseSettings):
     spotify_auth_url: str = "https://accounts.spotify.com/api/token"
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
+    # MusicBrainz refuses anonymous clients: an e-mail address or URL it can reach us at.
+    musicbrainz_contact: str | None = None
     itunes_rate: PositiveRate = 0.3
-    # Bulk scoring: how sure the model must be to flag an album's stored genre as wrong.
-    scoring_disagree_confidence: float = Field(default=0.5, ge=0, le=1)
-    # Items per chunk: one existence check, one fetch wave and one insert each; at most three
-    # chunks are held at once, so this bounds memory, and a killed run loses at most these.
-    scoring_chunk_size: int = Field(default=256, ge=1, le=100_000)
-    # Bulk scoring on Ray (`--engine ray`): no address starts a local Ray for the run;
-    # "ray://head:10001" (or "auto" on a cluster node) joins an existing cluster.
-    ray_address: str | None = None
-    ray_actors: int | None = Field(default=None, ge=1, le=100_000)
     deezer_rate: PositiveRate = 5.0
     musicbrainz_rate: PositiveRate = 1.0
     coverartarchive_rate: PositiveRate = 5.0
@@ -126,8 +139,6 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
-    # MusicBrainz refuses anonymous clients: an e-mail address or URL it can reach us at.
-    musicbrainz_contact: str | None = None
         """Accept plain URLs and pick the async driver this project uses."""
         for plain, async_ in (
             ("sqlite://", "sqlite+aiosqlite://"),
@@ -149,6 +160,15 @@ class Settings(BaseSettings):
             raise ValueError("s3:// URL needs a bucket name")
         return value
 
+    @field_validator("bootstrap_genres")
+    @classmethod
+    def _genre_names(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for genre in value.split(","):
+            normalize_genre(genre)  # raises for a name without letters or digits
+        return value
+
     @field_validator("url_fetch_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -164,6 +184,30 @@ class Settings(BaseSettings):
         """Private networks that URL predictions may reach despite the SSRF guard."""
         parts = (part.strip() for part in self.url_fetch_allowed_networks.split(","))
         return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
+
+    @field_validator("musicbrainz_contact")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not (_EMAIL.fullmatch(value) or value.startswith(("https://", "http://"))):
+            raise ValueError("must be an e-mail address or an http(s) URL MusicBrainz can reach")
+        return value
+
+    @field_validator("spotify_client_id")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @field_validator("spotify_client_secret")
+    @classmethod
+    def _real_client_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder value; set the Spotify app's client secret")
+        return value
 
     @field_validator("api_key")
     @classmethod
@@ -192,27 +236,3 @@ def load_settings(**overrides: object) -> Settings:
         variable = field if field.isupper() else f"SLEEVE_{field.upper()}"
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{variable}: {message}") from None
-    @field_validator("musicbrainz_contact")
-    @classmethod
-    def _contact(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        if not (_EMAIL.fullmatch(value) or value.startswith(("https://", "http://"))):
-            raise ValueError("must be an e-mail address or an http(s) URL MusicBrainz can reach")
-        return value
-
-    @field_validator("spotify_client_id")
-    @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
-        return (value or "").strip() or None
-
-    @field_validator("spotify_client_secret")
-    @classmethod
-    def _real_client_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
-        if value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
-            raise ValueError("is a placeholder value; set the Spotify app's client secret")
-        return value
-

@@ -26,6 +26,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 _MODEL_REFRESH_S = 30.0
+_NO_MODEL_REFRESH_S = 2.0
 _MULTIPART_OVERHEAD = 64 * 1024
 
 _DESCRIPTION = """
@@ -89,7 +90,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _keep_fresh(holder: ModelHolder) -> None:
-    """Pick up a newly promoted model without a restart."""
+    """Pick up a newly promoted model without a restart; while none is served, look often,
+    so the first model is served within seconds of its registration and the progress that
+    readiness, 503 answers and the upload page show stays current."""
     while True:
-        await asyncio.sleep(_MODEL_REFRESH_S)
+        await asyncio.sleep(_MODEL_REFRESH_S if holder.current else _NO_MODEL_REFRESH_S)
         await holder.refresh_or_log()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sleeve_common.bootstrap import FirstModelStatus, first_model_status
 from sleeve_common.exceptions import NotFound
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import resolve_serving_version
@@ -94,6 +95,8 @@ class ModelHolder:
         self._last_refresh = float("-inf")
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
+        # While nothing is registered: the first-run bootstrap's progress, or why it failed.
+        self.first_model: FirstModelStatus | None = None
 
     @property
     def current(self) -> Predictor | None:
@@ -122,8 +125,13 @@ class ModelHolder:
                     db=self._runtime.db, version=self._runtime.settings.model_version
                 )
             except NotFound as exc:
-                self.last_error = str(exc)
+                self.first_model = None
+                if self._runtime.settings.model_version is None:
+                    # Nothing registered: say where the first model's training stands.
+                    self.first_model = await first_model_status(db=self._runtime.db)
+                self.last_error = self.first_model.message if self.first_model else str(exc)
                 return self._current
+            self.first_model = None
             if self._current is not None and self._current.version == row.version:
                 return self._current
             try:

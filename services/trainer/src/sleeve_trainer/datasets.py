@@ -26,6 +26,7 @@ __all__ = [
     "SplitSpec",
     "build_dataset",
     "dataset_members",
+    "ensure_dataset",
     "list_datasets",
 ]
 
@@ -172,6 +173,19 @@ def _split_groups(groups: list[list[int]], spec: SplitSpec) -> list[tuple[str, l
             filled[split] += len(group)
         out.append((split, group))
     return out
+
+
+async def ensure_dataset(*, db: Database, name: str, spec: SplitSpec) -> tuple[Dataset, bool]:
+    """The dataset called ``name``, built with ``spec`` first if it does not exist yet; the
+    flag says whether it was built now (a train job that runs again reuses its split)."""
+    try:
+        return await build_dataset(db=db, name=name, spec=spec), True
+    except Conflict:
+        async with db.session() as session:
+            existing = (
+                await session.execute(select(Dataset).where(Dataset.name == name))
+            ).scalar_one()
+        return existing, False
 
 
 async def list_datasets(*, db: Database) -> list[Dataset]:

@@ -1,13 +1,23 @@
-"""The trainer's job handler: ``train`` jobs enqueued by ``POST /v1/training-runs``."""
+"""The trainer's job handler: ``train`` jobs enqueued by ``POST /v1/training-runs`` (and by the
+first-run bootstrap, whose request asks for the dataset to be built first).
+
+A train job may run more than once (its worker was stopped or died): it reuses the dataset it
+built, and if an earlier run of the same job already registered a model, it answers with that
+version instead of training and registering another.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select, update
+
+from sleeve_common.models import ModelVersion, TrainingRun, utcnow
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ThrottledProgress
 from sleeve_common.runtime import Runtime
 from sleeve_common.worker import Handler, JobContext
+from sleeve_trainer.datasets import SplitSpec, ensure_dataset
 from sleeve_trainer.training import run_training
 
 __all__ = ["train_handler"]
@@ -15,12 +25,68 @@ __all__ = ["train_handler"]
 
 def train_handler(runtime: Runtime) -> Handler:
     async def handle(ctx: JobContext) -> dict[str, Any]:
+        request = TrainRequest.model_validate(ctx.payload)
+        done = await _registered_by(runtime, ctx.job.id)
+        if done is not None:
+            return done
+        await _close_interrupted_runs(runtime, ctx.job.id)
+        if request.build_dataset is not None:
+            build = request.build_dataset
+            await ctx.progress(0.0, f"building dataset {request.dataset!r}", stage="dataset")
+            dataset, built = await ensure_dataset(
+                db=runtime.db,
+                name=request.dataset,
+                spec=SplitSpec(
+                    genres=build.genres,
+                    min_per_genre=build.min_per_genre,
+                    max_per_genre=build.max_per_genre,
+                    seed=build.seed,
+                ),
+            )
+            sizes = {split: sum(g.values()) for split, g in dataset.counts["splits"].items()}
+            await ctx.progress(
+                0.0,
+                f"dataset {dataset.name!r} {'built' if built else 'reused'}: "
+                f"{', '.join(dataset.genres)}; {sizes}",
+                stage="train",
+            )
         outcome = await run_training(
             runtime,
-            TrainRequest.model_validate(ctx.payload),
+            request,
             on_progress=ThrottledProgress(ctx.progress),
             job_id=ctx.job.id,
         )
         return {"training_run_id": outcome.run_id, "model_version": outcome.version}
 
     return handle
+
+
+async def _close_interrupted_runs(runtime: Runtime, job_id: int) -> None:
+    """Runs of this job left "running" by a worker that was stopped or died: failed now."""
+    async with runtime.db.session() as session:
+        await session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.job_id == job_id, TrainingRun.status == "running")
+            .values(
+                status="failed",
+                error="interrupted: its worker stopped or died, and the job ran again",
+                finished_at=utcnow(),
+            )
+        )
+
+
+async def _registered_by(runtime: Runtime, job_id: int) -> dict[str, Any] | None:
+    """The model an earlier run of this job registered, if one did."""
+    async with runtime.db.session() as session:
+        row = (
+            await session.execute(
+                select(TrainingRun.id, ModelVersion.version)
+                .join(ModelVersion, ModelVersion.training_run_id == TrainingRun.id)
+                .where(TrainingRun.job_id == job_id)
+                .order_by(ModelVersion.id)
+                .limit(1)
+            )
+        ).first()
+    if row is None:
+        return None
+    return {"training_run_id": row.id, "model_version": row.version}

@@ -48,7 +48,10 @@ def load_base(weights: str) -> keras.Model:
     if weights != IMAGENET:
         path = Path(weights)
         if not path.is_file():
-            raise TrainerError(f"base weights not found: {path}")
+            raise TrainerError(
+                f"base weights not found: {path} (SLEEVE_BASE_WEIGHTS names the MobileNetV2 "
+                f"no-top .h5 file, or is `{IMAGENET}` to download it)"
+            )
     try:
         base = keras.applications.MobileNetV2(
             input_shape=INPUT_SHAPE,
@@ -57,13 +60,19 @@ def load_base(weights: str) -> keras.Model:
             weights=weights,
             pooling="avg",
         )
-    except (OSError, ValueError) as exc:
-        raise TrainerError(f"cannot load base weights {weights!r}: {exc}") from exc
     except Exception as exc:
-        # keras.utils.get_file reports a failed download as a bare Exception.
-        if weights != IMAGENET:
+        # keras.utils.get_file reports a failed download as a bare Exception (or an OSError).
+        if weights == IMAGENET:
+            raise TrainerError(
+                f"cannot download the ImageNet weights ({exc}); offline, set "
+                "SLEEVE_BASE_WEIGHTS to the path of a local copy of "
+                "mobilenet_v2_1.0_224_imagenet_no_top.h5"
+            ) from exc
+        if not isinstance(exc, OSError | ValueError):
             raise
-        raise TrainerError(f"cannot download ImageNet weights: {exc}") from exc
+        raise TrainerError(
+            f"cannot load base weights {weights!r} (SLEEVE_BASE_WEIGHTS): {exc}"
+        ) from exc
     base.trainable = False
     logger.info("loaded base %s from %s", base.name, weights)
     return base

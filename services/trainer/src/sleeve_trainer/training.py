@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,10 @@ INPUT_SPEC: dict[str, Any] = {
 }
 _VERIFY_IMAGES = 16
 _FETCH_CONCURRENCY = 16
+
+
+class _Stopped(Exception):
+    """Raised in the training thread when the run it belongs to was cancelled."""
 
 
 @dataclass(frozen=True)
@@ -81,15 +87,24 @@ async def run_training(
         await on_progress(0.0, f"training run {run_id}: fetching {len(members)} covers")
         covers = await _fetch_covers(runtime, members)
         loop = asyncio.get_running_loop()
+        stopped = threading.Event()
 
         def report(fraction: float, message: str) -> None:
+            # The thread cannot be cancelled; it ends here, at its next report, once its
+            # caller has been (a stopped worker must not keep training, nor register).
+            if stopped.is_set():
+                raise _Stopped("training was stopped")
             asyncio.run_coroutine_threadsafe(
                 on_progress(fraction, f"training run {run_id}: {message}"), loop
             ).result()
 
-        artifacts = await asyncio.to_thread(
-            _train, runtime, list(ds.genres), members, covers, options, report
-        )
+        try:
+            artifacts = await asyncio.to_thread(
+                _train, runtime, list(ds.genres), members, covers, options, report
+            )
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
         prefix = f"models/run-{run_id}"
         keys = {
             "onnx": f"{prefix}/model.onnx",
@@ -143,6 +158,23 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+class _NoRetracingNotice(logging.Filter):
+    """Drops TensorFlow's notice that a new Keras model's predict function was traced: each
+    embedding pass builds one, by design. Every other TensorFlow warning still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_tensorflow() -> None:
+    """Before TensorFlow loads: its C++ start-up INFO and WARNING lines off unless the user set
+    TF_CPP_MIN_LOG_LEVEL (errors still show), and the retracing notice filtered out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoRetracingNotice) for f in tf_logger.filters):
+        tf_logger.addFilter(_NoRetracingNotice())
+
+
 async def _fetch_covers(runtime: Runtime, members: list[DatasetMemberRow]) -> dict[str, bytes]:
     limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
@@ -172,6 +204,7 @@ def _train(
     report: Callable[[float, str], None],
 ) -> _Artifacts:
     """The TensorFlow part (blocking; runs in a thread)."""
+    _quiet_tensorflow()
     from sleeve_trainer.embeddings import EmbeddingCache, embed_with_cache, weights_id
     from sleeve_trainer.export import export_onnx, verify_export
     from sleeve_trainer.fit import class_weights, fine_tune, fit_head

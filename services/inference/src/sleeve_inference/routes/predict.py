@@ -41,8 +41,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"description": "the body is neither multipart with `files` nor one image"},
     422: {"description": "a file is not a usable image, or a parameter is out of range"},
     503: {
-        "description": "no model is loaded yet, the server is at capacity (Retry-After), "
-        "or the request ran past its deadline"
+        "description": "no model is loaded yet (the message says how the first model's "
+        "training goes, e.g. `training the first model: step 3 of 4, training the model, 62% "
+        "done, about 1 min left`, or why it failed and how to fix it), the server is at "
+        "capacity (Retry-After), or the request ran past its deadline"
     },
 }
 _RAW_BODY = {
