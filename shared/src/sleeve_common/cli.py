@@ -23,7 +23,7 @@ from sleeve_common.bootstrap import KIND as BOOTSTRAP
 from sleeve_common.bootstrap import bootstrap_handler, queue_bootstrap
 from sleeve_common.console import relay_lines
 from sleeve_common.db import upgrade_database
-from sleeve_common.exceptions import ConfigError, NotFound, NotImplementedYet, SleeveError
+from sleeve_common.exceptions import ConfigError, NotFound, SleeveError
 from sleeve_common.jobs import JobQueue
 from sleeve_common.logs import configure_logging
 from sleeve_common.registry import NO_MODEL_HINT, list_model_versions, promote
@@ -59,9 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
-        return EXIT_USAGE
-    except NotImplementedYet as exc:
-        _say(f"not implemented yet: {exc}")
         return EXIT_USAGE
     except NotFound as exc:
         _say(str(exc))

@@ -6,7 +6,6 @@ SleeveError
  ├── NotFound             a row that was asked for does not exist
  ├── Conflict             a name or key is already taken
  ├── ModelUnusable        a model version whose stored file is missing or altered
- ├── NotImplementedYet    a command or option a later release fills in
  ├── BootstrapFailed      the first-run bootstrap could not train a first model
  ├── InvalidRequest       a work request that cannot be carried out as given (a missing file)
  ├── JobError
@@ -30,7 +29,6 @@ __all__ = [
     "LeaseLost",
     "ModelUnusable",
     "NotFound",
-    "NotImplementedYet",
     "ObjectNotFound",
     "SleeveError",
     "StoreError",
@@ -60,10 +58,6 @@ class Conflict(SleeveError):
 
 class ModelUnusable(SleeveError):
     """A model version that cannot be served: its ONNX file is missing or altered."""
-
-
-class NotImplementedYet(SleeveError):
-    """A command or option that a later release will fill in."""
 
 
 class InvalidRequest(SleeveError):

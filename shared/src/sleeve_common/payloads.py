@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sleeve_common.exceptions import ConfigError, InvalidRequest, NotImplementedYet
+from sleeve_common.exceptions import ConfigError, InvalidRequest
 from sleeve_common.genres import normalize_genre
 from sleeve_common.models import MAX_ROW_ID
 
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from sleeve_common.settings import Settings
 
 __all__ = [
-    "IMPLEMENTED_SOURCES",
     "SOURCES",
     "DatasetBuild",
     "ScrapeRequest",
@@ -26,17 +25,6 @@ __all__ = [
 
 Source = Literal["itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "mumu-csv", "folder"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
-# The scraper's registry (``sleeve_scraper.sources.names()``), repeated here so the API can
-# validate requests without importing the scraper; a scraper test keeps the two equal.
-IMPLEMENTED_SOURCES: tuple[str, ...] = (
-    "bandcamp-tsv",
-    "deezer",
-    "folder",
-    "itunes",
-    "mumu-csv",
-    "musicbrainz",
-    "spotify",
-)
 # Sources that read a label file named by ``path`` (the folder source takes a folder or one).
 _FILE_SOURCES = {"bandcamp-tsv": "TSV file", "mumu-csv": "CSV file"}
 
@@ -77,15 +65,13 @@ class ScrapeRequest(BaseModel):
 def check_scrape_request(request: ScrapeRequest, settings: Settings) -> None:
     """Refuse up front what a worker could not do with these settings.
 
-    An unimplemented source raises ``NotImplementedYet``; a source without its credentials
-    ``ConfigError`` (naming the variables); a path that is missing or of the wrong kind
-    ``InvalidRequest``. The API answers each with 422 instead of queuing a job bound to fail,
-    the CLI with one line; the scraper checks again before it builds the source. Paths are
-    checked on this machine's filesystem, which is the worker's in ``sleeve run``.
+    A source without its credentials raises ``ConfigError`` (naming the variables); a path
+    that is missing or of the wrong kind ``InvalidRequest``. The API answers each with 422
+    instead of queuing a job bound to fail, the CLI with one line; the scraper checks again
+    before it builds the source. Paths are checked on this machine's filesystem, which is
+    the worker's in ``sleeve run``.
     """
     source = request.source
-    if source not in IMPLEMENTED_SOURCES:
-        raise NotImplementedYet(f"the {source} source")
     if source == "spotify":
         missing = [
             name

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
 
-from sleeve_common.exceptions import ConfigError, InvalidRequest, NotImplementedYet
+from sleeve_common.exceptions import ConfigError, InvalidRequest
 from sleeve_common.jobs import JobQueue
 from sleeve_common.models import MAX_ROW_ID, Job
 from sleeve_common.payloads import ScrapeRequest, TrainRequest, check_scrape_request
@@ -73,7 +73,7 @@ async def scrape_run_create(
     """
     try:
         check_scrape_request(body, runtime.settings)
-    except (ConfigError, InvalidRequest, NotImplementedYet) as exc:
+    except (ConfigError, InvalidRequest) as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None
     return await _enqueue(
         runtime, request, "scrape", body.model_dump(mode="json"), "scrape_run_get"

@@ -1,12 +1,11 @@
-"""Where covers come from: a name → factory registry of the implemented sources.
+"""Where covers come from: a name → factory registry of the sources.
 
-``sleeve_common.payloads.IMPLEMENTED_SOURCES`` repeats ``names()`` for the API, which must
-not import the scraper; a test keeps the two equal.
+``sleeve_common.payloads.Source`` names them for the API, which must not import the
+scraper; a test keeps the two equal.
 """
 
 from __future__ import annotations
 
-from sleeve_common.exceptions import NotImplementedYet
 from sleeve_common.payloads import check_scrape_request
 from sleeve_scraper.sources.bandcamp import bandcamp_tsv_source
 from sleeve_scraper.sources.base import Found, Source, SourceContext, SourceFactory
@@ -31,15 +30,12 @@ _FACTORIES: dict[str, SourceFactory] = {
 
 
 def names() -> tuple[str, ...]:
-    """The implemented sources, sorted."""
+    """The sources, sorted."""
     return tuple(sorted(_FACTORIES))
 
 
 def build_source(context: SourceContext) -> Source:
     """The source the request names, after the checks the API makes up front
-    (``check_scrape_request``: credentials, files), or ``NotImplementedYet``."""
+    (``check_scrape_request``: credentials, files)."""
     check_scrape_request(context.request, context.settings)
-    factory = _FACTORIES.get(context.request.source)
-    if factory is None:
-        raise NotImplementedYet(f"the {context.request.source} source")
-    return factory(context)
+    return _FACTORIES[context.request.source](context)
