@@ -22,6 +22,7 @@ import contextlib
 import importlib.util
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,6 @@ from sleeve_inference.scoring.engine import (
     ChunkDone,
     EngineOptions,
     RunCounts,
-    count_rows,
     fetch_item,
     max_row_id,
     new_items,
@@ -62,6 +62,11 @@ if TYPE_CHECKING:
 __all__ = ["ITEMS_PER_ACTOR", "require_ray", "score_catalog_on_ray"]
 
 logger = logging.getLogger(__name__)
+
+# Ray's workers must run this interpreter. Under `uv run` (as `make run` and `make test` start
+# Sleeve) Ray would otherwise start them through `uv run` in a copy of the working directory,
+# where Sleeve and Ray are not installed. Read by Ray when it is first imported.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 # A window's actor pool starts once (seconds: a process, imports, a session per actor), so
 # each actor gets minutes of work per window; the window's items are all the driver holds.
@@ -155,13 +160,15 @@ class _Run:
             scored = _rows_of(batch, self.labels)
             items = [pending[item] for item, _ in scored]
             rows = [row for _, row in scored]
-            self.counts.written += await write_rows(
+            after = await write_rows(
                 self.db, self.job, items, rows, self.options.disagree_confidence
             )
+            self.counts.written += after.written
             settled += len(items)
-            done, failed = await count_rows(db=self.db, scoring_job_id=self.job.id)
             elapsed = time.monotonic() - self.started
-            await self.on_chunk(ChunkDone(settled, done, failed, self.counts.written, elapsed))
+            await self.on_chunk(
+                ChunkDone(settled, after.done, after.failed, self.counts.written, elapsed)
+            )
 
         items = list(pending.values())
         await _consume(_scored_dataset(items, self.actors, self.actor_args, self.options), write)
