@@ -36,6 +36,7 @@ __all__ = [
     "ChunkCallback",
     "ChunkDone",
     "EngineOptions",
+    "JobCounts",
     "RunCounts",
     "count_rows",
     "fetch_item",
@@ -90,6 +91,15 @@ class ChunkDone:
 ChunkCallback = Callable[[ChunkDone], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class JobCounts:
+    """Rows one insert wrote, and the job's ``done`` and ``failed`` after it."""
+
+    written: int
+    done: int
+    failed: int
+
+
 @dataclass
 class _Fetched:
     """A chunk's items still to score, with their bytes or the reason they have none."""
@@ -127,11 +137,11 @@ async def score_catalog(
         return _Fetched(items=todo, data=[r[0] for r in results], errors=[r[1] for r in results])
 
     async def write(items: list[Item], rows: list[dict[str, Any]]) -> None:
-        counts.written += await write_rows(db, job, items, rows, options.disagree_confidence)
-        done, failed = await count_rows(db=db, scoring_job_id=job.id)
+        after = await write_rows(db, job, items, rows, options.disagree_confidence)
+        counts.written += after.written
         elapsed = time.monotonic() - started
         await on_chunk(
-            ChunkDone(counts.enumerated, done, failed, counts.written, elapsed_s=elapsed)
+            ChunkDone(counts.enumerated, after.done, after.failed, counts.written, elapsed)
         )
 
     # Three stages overlap: chunk N+1 is fetched and chunk N-1 written while chunk N
@@ -306,10 +316,17 @@ async def write_rows(
     items: list[Item],
     rows: list[dict[str, Any]],
     disagree_confidence: float,
-) -> int:
-    """Insert the chunk's rows in one statement; rows already there are left as they are."""
+) -> JobCounts:
+    """Insert the chunk's rows in one statement (rows already there are left as they are) and
+    add the new ones to the job's ``done`` and ``failed`` in the same transaction, so the
+    counts always match the rows (``count_rows`` recomputes them when a run starts)."""
     if not items:
-        return 0
+        async with db.session() as session:
+            counts = await session.execute(
+                select(ScoringJob.done, ScoringJob.failed).where(ScoringJob.id == job.id)
+            )
+            done, failed = counts.one()
+        return JobCounts(0, done, failed)
     values = [
         {
             "scoring_job_id": job.id,
@@ -331,8 +348,20 @@ async def write_rows(
         insert(Prediction)
         .values(values)
         .on_conflict_do_nothing(index_elements=["scoring_job_id", "item"])
-        .returning(Prediction.id)
+        .returning(Prediction.error)
     )
     async with db.session() as session:
         written = (await session.execute(statement)).all()
-    return len(written)
+        failed = sum(1 for row in written if row.error is not None)
+        done, failed_total = (
+            await session.execute(
+                update(ScoringJob)
+                .where(ScoringJob.id == job.id)
+                .values(
+                    done=ScoringJob.done + (len(written) - failed),
+                    failed=ScoringJob.failed + failed,
+                )
+                .returning(ScoringJob.done, ScoringJob.failed)
+            )
+        ).one()
+    return JobCounts(len(written), done, failed_total)

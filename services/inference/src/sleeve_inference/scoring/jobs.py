@@ -1,7 +1,8 @@
 """Scoring jobs: create one (every check before any work), run or resume it on its engine.
 
 A job's results are its ``predictions`` rows, one per distinct item; ``done`` and ``failed``
-on the ``scoring_jobs`` row are always recomputed from them. Running a job again scores only
+on the ``scoring_jobs`` row always match them (a run recomputes them when it starts, and each
+insert adds its rows to them in the same transaction). Running a job again scores only
 the items without a row, so an interrupted job resumes where it stopped and a finished one
 adds nothing. The API queues a job for a ``score`` worker (``queue_scoring_job``); a
 cancelled job stops after the chunk in hand and keeps the rows it wrote.
@@ -186,6 +187,7 @@ async def run_scoring(
         finished_at=None,
         started_at=job.started_at or utcnow(),
     )
+    await count_rows(db=runtime.db, scoring_job_id=job.id)  # from here on, kept per insert
     try:
         options = EngineOptions(
             chunk_size=chunk_size or settings.scoring_chunk_size,
