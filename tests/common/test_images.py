@@ -10,13 +10,13 @@ from PIL import Image
 from support import DISCOGS5
 
 from sleeve_common.images import (
-    MODEL_INPUT_SIZE,
     InvalidImage,
     decode_model_input,
     image_size,
 )
+from sleeve_common.model_signature import INPUT_SHAPE
 
-SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
+SHAPE = INPUT_SHAPE
 
 
 def real_cover(index: int = 0) -> bytes:

@@ -23,19 +23,14 @@ from PIL import Image
 from support import ThreadedUvicorn
 
 from sleeve_common.db import Database
+from sleeve_common.model_signature import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, input_spec
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import register_model_version
 from sleeve_common.store import ObjectStore
 
 LABELS = ["country", "rock", "pop"]
 API_KEY = "a-real-test-key-1234567890"
-INPUT_SPEC: dict[str, Any] = {
-    "name": "image",
-    "dtype": "uint8",
-    "shape": [None, 224, 224, 3],
-    "layout": "NHWC",
-    "output": "probabilities",
-}
+INPUT_SPEC = input_spec()
 METRICS = {"accuracy": 0.5, "macro_f1": 0.4}
 # Limits small enough to pass in a test, large enough for a real 300x300 cover.
 LIMITS: dict[str, Any] = {
@@ -56,17 +51,15 @@ def build_onnx_model(bias: np.ndarray = _BIAS) -> bytes:
     """
     graph = helper.make_graph(
         nodes=[
-            helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [INPUT_NAME], ["pixels"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["pixels"], ["means"], axes=[1, 2], keepdims=0),
             helper.make_node("MatMul", ["means", "weight"], ["scaled"]),
             helper.make_node("Add", ["scaled", "bias"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+            helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=-1),
         ],
         name="colour_classifier",
-        inputs=[helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 224, 224, 3])],
-        outputs=[
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(LABELS)])
-        ],
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", *INPUT_SHAPE])],
+        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", len(LABELS)])],
         initializer=[
             numpy_helper.from_array(_WEIGHT, "weight"),
             numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "bias"),

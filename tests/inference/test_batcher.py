@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from sleeve_common.model_signature import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from sleeve_inference.batcher import Batcher, BatcherClosed, NoModel, QueueFull
 from sleeve_inference.predictor import Predictor
 
@@ -48,13 +49,13 @@ def one_row_model() -> bytes:
     """A real ONNX graph that answers a single row whatever the batch size."""
     graph = helper.make_graph(
         nodes=[
-            helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [INPUT_NAME], ["pixels"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["pixels"], ["mean"], keepdims=0),
-            helper.make_node("Expand", ["mean", "shape"], ["probabilities"]),
+            helper.make_node("Expand", ["mean", "shape"], [OUTPUT_NAME]),
         ],
         name="one_row",
-        inputs=[helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 224, 224, 3])],
-        outputs=[helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 3])],
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", *INPUT_SHAPE])],
+        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, 3])],
         initializer=[helper.make_tensor("shape", TensorProto.INT64, [2], [1, 3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -18,10 +18,10 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sleeve_common.exceptions import SleeveError
+from sleeve_common.model_signature import INPUT_SIZE
 
 __all__ = [
     "ACCEPTED_FORMATS",
-    "MODEL_INPUT_SIZE",
     "InvalidImage",
     "decode_model_input",
     "image_size",
@@ -29,7 +29,6 @@ __all__ = [
     "perceptual_hash",
 ]
 
-MODEL_INPUT_SIZE = 224
 _HASH_SIZE = 8
 _MIN_SIDE = 8
 # What uploads, URLs and scraped covers may be; the docs list the same set.
@@ -59,7 +58,7 @@ def open_image(data: bytes, *, max_pixels: int = 40_000_000) -> Image.Image:
 
 
 def decode_model_input(
-    data: bytes, *, max_pixels: int = 40_000_000, size: int = MODEL_INPUT_SIZE
+    data: bytes, *, max_pixels: int = 40_000_000, size: int = INPUT_SIZE
 ) -> np.ndarray:
     """Encoded image → the model's input: uint8 (size, size, 3), RGB, upright, centre-cropped.
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sleeve_common.images import MODEL_INPUT_SIZE, InvalidImage, decode_model_input
+from sleeve_common.images import InvalidImage, decode_model_input
+from sleeve_common.model_signature import INPUT_NAME, INPUT_SIZE, OUTPUT_NAME
 
 __all__ = ["Predictor", "choose_providers"]
 
@@ -57,7 +58,7 @@ class Predictor:
     version: str
     labels: list[str]
     session: ort.InferenceSession
-    input_size: int = MODEL_INPUT_SIZE
+    input_size: int = INPUT_SIZE
 
     @classmethod
     def open(
@@ -82,7 +83,7 @@ class Predictor:
             str(path), sess_options=options, providers=providers or choose_providers(None)
         )
         shape = session.get_inputs()[0].shape
-        size = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else MODEL_INPUT_SIZE
+        size = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else INPUT_SIZE
         return cls(version=version, labels=list(labels), session=session, input_size=size)
 
     @property
@@ -116,9 +117,8 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, classes) for uint8 NHWC images (blocking: call from a thread)."""
-        name = self.session.get_inputs()[0].name
-        outputs = self.session.run(None, {name: images})
-        probabilities = np.asarray(outputs[0], dtype=np.float32)
+        (outputs,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: images})
+        probabilities = np.asarray(outputs, dtype=np.float32)
         if probabilities.shape != (len(images), len(self.labels)):
             raise RuntimeError(
                 f"model {self.version} returned shape {probabilities.shape} for "

@@ -18,8 +18,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from sleeve_common.model_signature import INPUT_SHAPE
 from sleeve_trainer.exceptions import TrainerError
-from sleeve_trainer.model import IMAGENET, INPUT_SHAPE, build_embedder
+from sleeve_trainer.model import IMAGENET, build_embedder
 
 __all__ = [
     "EmbeddingCache",

@@ -16,15 +16,12 @@ import tensorflow as tf
 import tf2onnx
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from sleeve_common.model_signature import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from sleeve_trainer.exceptions import ExportMismatch
-from sleeve_trainer.model import INPUT_SHAPE
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "verify_export"]
+__all__ = ["export_onnx", "verify_export"]
 
 logger = logging.getLogger(__name__)
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
 
 # ONNX Runtime's own error types; none derives from a common base below Exception.
 _ORT_ERRORS = (

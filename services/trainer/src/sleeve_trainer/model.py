@@ -16,13 +16,12 @@ from typing import Any
 
 import keras
 
-from sleeve_common.images import MODEL_INPUT_SIZE
+from sleeve_common.model_signature import INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from sleeve_trainer.exceptions import TrainerError
 
 __all__ = [
     "EMBEDDING_SIZE",
     "IMAGENET",
-    "INPUT_SHAPE",
     "build_classifier",
     "build_embedder",
     "build_head",
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 IMAGENET = "imagenet"
 """``weights`` value that lets Keras download the official ImageNet file."""
 
-INPUT_SHAPE = (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
 EMBEDDING_SIZE = 1280
 """Width of MobileNetV2 1.0's pooled feature vector."""
 
@@ -85,7 +83,7 @@ def preprocess(images: Any) -> Any:
 
 
 def _image_input() -> Any:
-    return keras.Input(shape=INPUT_SHAPE, dtype="uint8", name="image")
+    return keras.Input(shape=INPUT_SHAPE, dtype=INPUT_DTYPE, name=INPUT_NAME)
 
 
 def build_embedder(base: keras.Model) -> keras.Model:
@@ -113,7 +111,7 @@ def build_head(
         num_classes,
         activation="softmax",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        name="probabilities",
+        name=OUTPUT_NAME,
     )(x)
     return keras.Model(embedding, probabilities, name="head")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from sleeve_common.images import MODEL_INPUT_SIZE, decode_model_input
+from sleeve_common.images import decode_model_input
+from sleeve_common.model_signature import input_spec
 from sleeve_common.models import TrainingRun, utcnow
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ProgressSink
@@ -26,20 +27,10 @@ from sleeve_common.runtime import Runtime
 from sleeve_trainer.datasets import DatasetMemberRow, dataset_members
 from sleeve_trainer.exceptions import DatasetTooSmall
 
-__all__ = ["INPUT_SPEC", "TrainingOutcome", "run_training"]
+__all__ = ["TrainingOutcome", "run_training"]
 
 logger = logging.getLogger(__name__)
 
-INPUT_SPEC: dict[str, Any] = {
-    "name": "image",
-    "dtype": "uint8",
-    "shape": [None, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3],
-    "layout": "NHWC",
-    "color": "RGB",
-    "resize": f"centre crop to square, bilinear resize to {MODEL_INPUT_SIZE}x{MODEL_INPUT_SIZE}",
-    "scaling": "inside the graph (x / 127.5 - 1)",
-    "output": "probabilities",
-}
 _VERIFY_IMAGES = 16
 _FETCH_CONCURRENCY = 16
 
@@ -126,7 +117,7 @@ async def run_training(
             db=runtime.db,
             training_run_id=run_id,
             labels=list(ds.genres),
-            input_spec=INPUT_SPEC,
+            input_spec=input_spec(),
             metrics=artifacts.metrics,
             onnx_key=keys["onnx"],
             onnx_sha256=hashlib.sha256(artifacts.onnx).hexdigest(),

@@ -37,6 +37,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sleeve_common.model_signature import INPUT_NAME, OUTPUT_NAME
 from sleeve_common.settings import Settings
 from sleeve_inference.batcher import BatchResult
 from sleeve_inference.deps import ModelsDep, ServingDep, SettingsDep
@@ -52,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "sleeve"
 _PLATFORM = "onnxruntime_onnx"
-_INPUT = "image"
-_OUTPUT = "probabilities"
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 _EXTENSIONS = ["binary_tensor_data"]
 
@@ -393,9 +392,9 @@ def _metadata(predictor: Predictor) -> V2ModelMetadata:
         name=MODEL_NAME,
         versions=[predictor.version],
         platform=_PLATFORM,
-        inputs=[V2TensorMetadata(name=_INPUT, datatype="BYTES", shape=[-1])],
+        inputs=[V2TensorMetadata(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
         outputs=[
-            V2TensorMetadata(name=_OUTPUT, datatype="FP32", shape=[-1, len(predictor.labels)])
+            V2TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=[-1, len(predictor.labels)])
         ],
         parameters={
             "labels": ",".join(predictor.labels),
@@ -478,7 +477,7 @@ async def _infer(
     else:
         raise _V2Error(
             400,
-            f"input {_INPUT!r} has datatype {call.image.datatype}; send BYTES (encoded images) "
+            f"input {INPUT_NAME!r} has datatype {call.image.datatype}; send BYTES (encoded images) "
             f"or UINT8 (pixels [N, {predictor.input_size}, {predictor.input_size}, 3])",
         )
     deadline_s = settings.request_deadline_s
@@ -488,7 +487,9 @@ async def _infer(
         result = await until_answered(request, deadline_s, serving.run(images))
     for index, error in enumerate(result.errors):
         if error is not None:
-            raise _V2Error(400, f"input {_INPUT!r} element {index} is not a usable image: {error}")
+            raise _V2Error(
+                400, f"input {INPUT_NAME!r} element {index} is not a usable image: {error}"
+            )
     return _answer(call, result)
 
 
@@ -503,8 +504,8 @@ def _read_call(body: bytes, header_length: str | None) -> _Call:
     except ValidationError as exc:
         raise _V2Error(400, _invalid(exc.errors())) from None
     names = [tensor.name for tensor in header.inputs]
-    if names != [_INPUT]:
-        raise _V2Error(400, f"the model takes one input, {_INPUT!r}; the request has {names}")
+    if names != [INPUT_NAME]:
+        raise _V2Error(400, f"the model takes one input, {INPUT_NAME!r}; the request has {names}")
     [binary] = _binary_data(header.inputs, memoryview(body)[length:])
     return _Call(
         header=header, image=header.inputs[0], binary=binary, binary_output=_binary_output(header)
@@ -549,8 +550,10 @@ def _binary_output(header: V2InferenceRequest) -> bool:
     if not header.outputs:
         return default
     names = [output.name for output in header.outputs]
-    if names != [_OUTPUT]:
-        raise _V2Error(400, f"the model has one output, {_OUTPUT!r}; the request asks for {names}")
+    if names != [OUTPUT_NAME]:
+        raise _V2Error(
+            400, f"the model has one output, {OUTPUT_NAME!r}; the request asks for {names}"
+        )
     parameters = header.outputs[0].parameters or {}
     if "classification" in parameters:
         raise _V2Error(
@@ -565,10 +568,10 @@ def _image_count(shape: list[int], *, max_images: int) -> int:
     """N of an ``image`` shape, between 1 and ``max_images`` (413 above)."""
     count = shape[0] if shape else 0
     if count == 0:
-        raise _V2Error(400, f"input {_INPUT!r} has shape {shape}: no images")
+        raise _V2Error(400, f"input {INPUT_NAME!r} has shape {shape}: no images")
     if count > max_images:
         raise _V2Error(
-            413, f"input {_INPUT!r} holds {count} images; at most {max_images} per request"
+            413, f"input {INPUT_NAME!r} holds {count} images; at most {max_images} per request"
         )
     return count
 
@@ -577,16 +580,18 @@ def _encoded_images(call: _Call, *, max_images: int, max_bytes: int) -> list[byt
     """The BYTES elements: one encoded image each, at most ``max_bytes`` long."""
     shape = call.image.shape
     if len(shape) not in (1, 2) or shape[1:] not in ([], [1]):
-        raise _V2Error(400, f"BYTES input {_INPUT!r} must have shape [N] or [N, 1]; got {shape}")
+        raise _V2Error(
+            400, f"BYTES input {INPUT_NAME!r} must have shape [N] or [N, 1]; got {shape}"
+        )
     count = _image_count(shape, max_images=max_images)
     if call.binary is not None:
         elements = _length_prefixed(call.binary, count=count, max_bytes=max_bytes)
     elif call.image.data is not None:
         elements = _base64_elements(call.image.data, max_bytes=max_bytes)
     else:
-        raise _V2Error(400, f"input {_INPUT!r} has neither data nor binary_data_size")
+        raise _V2Error(400, f"input {INPUT_NAME!r} has neither data nor binary_data_size")
     if len(elements) != count:
-        raise _V2Error(400, f"input {_INPUT!r} has shape {shape} but {len(elements)} elements")
+        raise _V2Error(400, f"input {INPUT_NAME!r} has shape {shape} but {len(elements)} elements")
     return elements
 
 
@@ -597,15 +602,15 @@ def _length_prefixed(data: memoryview, *, count: int, max_bytes: int) -> list[by
     while offset < len(data) and len(elements) <= count:
         index = len(elements)
         if offset + 4 > len(data):
-            raise _V2Error(400, f"input {_INPUT!r} element {index}: truncated length prefix")
+            raise _V2Error(400, f"input {INPUT_NAME!r} element {index}: truncated length prefix")
         (size,) = struct.unpack_from("<I", data, offset)
         offset += 4
         if size > max_bytes:
-            raise _V2Error(413, f"input {_INPUT!r} element {index} is over {max_bytes} bytes")
+            raise _V2Error(413, f"input {INPUT_NAME!r} element {index} is over {max_bytes} bytes")
         if offset + size > len(data):
             raise _V2Error(
                 400,
-                f"input {_INPUT!r} element {index} declares {size} bytes; "
+                f"input {INPUT_NAME!r} element {index} declares {size} bytes; "
                 f"{len(data) - offset} are left",
             )
         elements.append(bytes(data[offset : offset + size]))
@@ -618,15 +623,15 @@ def _base64_elements(data: list[Any], *, max_bytes: int) -> list[bytes]:
     elements: list[bytes] = []
     for index, value in enumerate(_flat(data)):
         if not isinstance(value, str):
-            raise _V2Error(400, f"input {_INPUT!r} element {index} is not a string of base64")
+            raise _V2Error(400, f"input {INPUT_NAME!r} element {index} is not a string of base64")
         try:
             element = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise _V2Error(
-                400, f"input {_INPUT!r} element {index} is not valid base64: {exc}"
+                400, f"input {INPUT_NAME!r} element {index} is not valid base64: {exc}"
             ) from None
         if len(element) > max_bytes:
-            raise _V2Error(413, f"input {_INPUT!r} element {index} is over {max_bytes} bytes")
+            raise _V2Error(413, f"input {INPUT_NAME!r} element {index} is over {max_bytes} bytes")
         elements.append(element)
     return elements
 
@@ -643,7 +648,7 @@ def _pixels(call: _Call, *, max_images: int, size: int) -> np.ndarray:
     shape = call.image.shape
     if len(shape) != 4 or shape[1:] != [size, size, 3]:
         raise _V2Error(
-            400, f"UINT8 input {_INPUT!r} must have shape [N, {size}, {size}, 3]; got {shape}"
+            400, f"UINT8 input {INPUT_NAME!r} must have shape [N, {size}, {size}, 3]; got {shape}"
         )
     count = _image_count(shape, max_images=max_images)
     expected = count * size * size * 3
@@ -651,12 +656,12 @@ def _pixels(call: _Call, *, max_images: int, size: int) -> np.ndarray:
         if len(call.binary) != expected:
             raise _V2Error(
                 400,
-                f"input {_INPUT!r} has {len(call.binary)} bytes of binary data; "
+                f"input {INPUT_NAME!r} has {len(call.binary)} bytes of binary data; "
                 f"shape {shape} needs {expected}",
             )
         return np.frombuffer(call.binary, dtype=np.uint8).reshape(shape)
     if call.image.data is None:
-        raise _V2Error(400, f"input {_INPUT!r} has neither data nor binary_data_size")
+        raise _V2Error(400, f"input {INPUT_NAME!r} has neither data nor binary_data_size")
     return _json_pixels(call.image.data, shape, expected)
 
 
@@ -667,17 +672,17 @@ def _json_pixels(data: list[Any], shape: list[int], expected: int) -> np.ndarray
         values = np.asarray([], dtype=np.float64)  # ragged: refused below
     if values.dtype.kind not in "iu" or values.size != expected:
         raise _V2Error(
-            400, f"input {_INPUT!r} must hold {expected} integers 0-255 for shape {shape}"
+            400, f"input {INPUT_NAME!r} must hold {expected} integers 0-255 for shape {shape}"
         )
     if values.min() < 0 or values.max() > 255:
-        raise _V2Error(400, f"input {_INPUT!r} has values outside 0-255")
+        raise _V2Error(400, f"input {INPUT_NAME!r} has values outside 0-255")
     return values.astype(np.uint8).reshape(shape)
 
 
 def _answer(call: _Call, result: BatchResult) -> Response:
     """The inference response: ``probabilities`` in JSON, or binary after the JSON header."""
     probabilities = np.ascontiguousarray(result.probabilities, dtype="<f4")
-    output = V2ResponseOutput(name=_OUTPUT, datatype="FP32", shape=list(probabilities.shape))
+    output = V2ResponseOutput(name=OUTPUT_NAME, datatype="FP32", shape=list(probabilities.shape))
     response = V2InferenceResponse(
         model_name=MODEL_NAME,
         model_version=result.predictor.version,

@@ -16,10 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sleeve_common.models import Prediction, ScoringJob
@@ -347,7 +347,7 @@ async def write_rows(
     # from a cached compilation), not ``.values(rows)``, which compiles a new statement with
     # a bind parameter per cell for every chunk and cost the event loop ~1 ms per item.
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    table = Prediction.__table__
+    table = cast("Table", Prediction.__table__)
     statement = (
         insert(table)
         .on_conflict_do_nothing(index_elements=["scoring_job_id", "item"])
