@@ -13,7 +13,7 @@ export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WE
 # they are beside the checkout, else from the iTunes API (the product's own default).
 KIT_COVERS := ../shared/datasets/discogs5
 
-.PHONY: install test-deps run test lint fmt check bench bench-score
+.PHONY: install test-deps run test lint fmt check bench bench-score bench-scrape
 
 install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -54,3 +54,6 @@ bench: install  ## serving under load (separate load generator) against the in-p
 
 bench-score: install  ## bulk scoring (local engine on a local and an S3 store, memory at 5k and 50k items, Ray) against the in-process limit
 	$(UV) run --no-sync python bench/score_throughput.py
+
+bench-scrape: install  ## scraper against a local Deezer (50 ms answers, 20 requests/s): share of the rate, violations, memory over 5k covers
+	$(UV) run --no-sync python bench/scrape_rate.py

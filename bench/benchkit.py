@@ -127,24 +127,27 @@ def usable_cores() -> int:
     return available_cpus()
 
 
-def machine(providers: Sequence[str]) -> list[str]:
-    """Lines that say where the figures were taken."""
-    import onnxruntime as ort
-
+def machine(providers: Sequence[str] | None = None) -> list[str]:
+    """Lines that say where the figures were taken; onnxruntime's only when given ``providers``."""
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return [
+    lines = [
         f"machine: {cpu}, {os.cpu_count()} logical CPUs, affinity "
         f"{sorted(os.sched_getaffinity(0))} and cgroup quota -> {usable_cores()} usable cores",
         f"python:  {platform.python_version()} ({platform.platform()})",
-        f"onnxruntime {ort.__version__}: available {', '.join(ort.get_available_providers())}; "
-        f"using {', '.join(providers)}",
-        f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}",
     ]
+    if providers is not None:
+        import onnxruntime as ort
+
+        lines.append(
+            f"onnxruntime {ort.__version__}: available "
+            f"{', '.join(ort.get_available_providers())}; using {', '.join(providers)}"
+        )
+    return [*lines, f"date:    {time.strftime('%Y-%m-%d %H:%M %Z')}"]
 
 
 def open_session(
