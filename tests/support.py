@@ -1,12 +1,17 @@
-"""What tests share besides fixtures: where the kit lives, and settings for a test."""
+"""What tests share besides fixtures: where the kit lives, settings for a test, and real
+``sleeve`` child processes on a test's database and store."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import os
 import socket
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,8 +25,11 @@ __all__ = [
     "KIT",
     "REPO_ROOT",
     "ThreadedUvicorn",
+    "child_env",
     "make_settings",
     "serve_folder",
+    "sleeve_process",
+    "wait_until",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +82,50 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a ``sleeve`` child on the test's database and store: this one
+    without any ``SLEEVE_*`` variable, then ``overrides`` (``SLEEVE_JOB_LEASE_SECONDS=…``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEEVE_")}
+    return env | {
+        "SLEEVE_DATABASE_URL": settings.database_url,
+        "SLEEVE_STORE_URL": settings.store_url,
+        "SLEEVE_DATA_DIR": str(settings.data_dir),
+        "SLEEVE_LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+@contextlib.asynccontextmanager
+async def sleeve_process(
+    *argv: str, env: dict[str, str], stdout: int | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``sleeve ARGV`` as a child process; stopped with SIGTERM (then SIGKILL) if still alive."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sleeve_common", *argv, env=env, stdout=stdout
+    )
+    try:
+        yield child
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), timeout=30)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]],
+    child: asyncio.subprocess.Process | None,
+    what: str,
+    timeout_s: float = 90,
+) -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail if ``child`` ends or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        assert child is None or child.returncode is None, f"the child ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
+        await asyncio.sleep(0.05)

@@ -52,6 +52,7 @@ def test_run_serves_the_api_and_the_scraper_worker_takes_queued_jobs(tmp_path: P
     env |= {
         "SLEEVE_PORT": str(port),
         "SLEEVE_API_KEY": API_KEY,
+        "SLEEVE_IMPORT_ROOT": str(tmp_path),  # the folder scrape below is queued over the API
         "SLEEVE_WORKER_POLL_SECONDS": "0.2",
         "SLEEVE_LOG_LEVEL": "WARNING",
         "SLEEVE_BOOTSTRAP": "false",  # the first-run training has tests of its own

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
-from sleeve_common.db import Database
-from sleeve_common.models import Base
+import sleeve_common
+from sleeve_common.db import Database, upgrade_database
+from sleeve_common.models import Base, ScrapeRun, ScrapeRunStatus
 
 
 async def test_models_and_migrations_agree(database: Database) -> None:
@@ -24,3 +29,47 @@ async def test_every_table_exists(database: Database) -> None:
     async with database.engine.connect() as connection:
         tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert set(Base.metadata.tables) <= tables
+
+
+def _downgrade(url: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(sleeve_common.__file__).parent / "migrations")
+    )
+    config.attributes["database_url"] = url
+    command.downgrade(config, revision)
+
+
+async def test_scrape_run_records_upgrade_from_0003_and_downgrade(database_url: str) -> None:
+    """0004 adds the run records to existing runs (zeros, empty maps, no heartbeat: a run an
+    older version left running reads as interrupted) and its downgrade removes them."""
+    await asyncio.to_thread(_downgrade, database_url, "0003")
+    database = Database(database_url)
+    try:
+        async with database.session() as session:
+            columns = await session.run_sync(
+                lambda s: {c["name"] for c in inspect(s.connection()).get_columns("scrape_runs")}
+            )
+            assert "heartbeat_at" not in columns
+            await session.execute(
+                text(
+                    "INSERT INTO scrape_runs (source, params, status, cursor, seen, added, "
+                    "duplicates, rejected, started_at) VALUES ('folder', '{}', 'running', "
+                    "'{\"files_done\": 3}', 3, 2, 1, 0, :started)"
+                ),
+                {"started": datetime(2026, 1, 1)},
+            )
+        await database.engine.dispose()
+        await asyncio.to_thread(upgrade_database, database_url)
+        async with database.session() as session:
+            [run] = (await session.execute(select(ScrapeRun))).scalars()
+        assert (run.seen, run.added, run.duplicates, run.cursor) == (3, 2, 1, {"files_done": 3})
+        assert (run.fetched, run.requests, run.request_rate, run.attempt) == (0, 0, 0.0, 1)
+        assert (run.rejected_by_reason, run.seen_by_genre, run.errors_by_kind) == ({}, {}, {})
+        assert run.heartbeat_at is None
+        assert run.reported_status(heartbeat_s=10) is ScrapeRunStatus.INTERRUPTED
+    finally:
+        await database.aclose()

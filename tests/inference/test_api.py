@@ -18,7 +18,7 @@ from sqlalchemy import update
 from support import DISCOGS5, make_settings
 
 from sleeve_common.db import Database
-from sleeve_common.models import ModelVersion
+from sleeve_common.models import Dataset, ModelVersion
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore
@@ -286,6 +286,38 @@ async def test_request_without_files_is_refused(api: httpx.AsyncClient) -> None:
     await assert_still_serving(api)
 
 
+async def test_a_text_field_named_files_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/v1/predict",
+        content=b'--b\r\nContent-Disposition: form-data; name="files"\r\n\r\nred.png\r\n--b--\r\n',
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+
+    assert_error(response, 422, "invalid_request", "files: part 0 is a text field")
+
+
+async def test_malformed_multipart_is_a_declared_400(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/v1/predict",
+        content=b"--b\r\nno headers, no end",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+
+    assert_error(response, 400, "bad_request")
+    declared = (await api.get("/openapi.json")).json()["paths"]["/v1/predict"]["post"]
+    assert "400" in declared["responses"]
+
+
+async def test_the_spec_requires_files_in_a_multipart_body(api: httpx.AsyncClient) -> None:
+    """An empty multipart body matched the spec yet got 422 (schemathesis ST202)."""
+    spec = (await api.get("/openapi.json")).json()
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]
+    multipart = body["content"]["multipart/form-data"]["schema"]
+    assert body["required"] is True
+    assert multipart["required"] == ["files"]
+    assert multipart["properties"]["files"]["minItems"] == 1
+
+
 async def test_json_body_is_refused(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/predict", json={"files": ["https://example.com/a.jpg"]})
 
@@ -335,10 +367,18 @@ async def test_unknown_model_version_is_404(api: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_or_missing_model_image_is_404(api: httpx.AsyncClient) -> None:
-    assert_error(await api.get("/v1/models/v1/secrets.png"), 404, "not_found", "secrets.png")
+    assert_error(await api.get("/v1/models/v1/secrets.png"), 404, "not_found")
     assert_error(
-        await api.get("/v1/models/v1/training-curves.png"), 404, "not_found", "training-curves"
+        await api.get("/v1/models/v1/training-curves.png"), 404, "not_found", "training curves"
     )
+
+
+async def test_no_image_path_shadows_the_promotion(api: httpx.AsyncClient) -> None:
+    """GET is no method of `/v1/models/{version}/promote`: its 405 says POST is."""
+    response = await api.get("/v1/models/v1/promote")
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
 
 
 async def test_promote_needs_the_api_key(api: httpx.AsyncClient) -> None:
@@ -419,7 +459,15 @@ async def test_writes_are_off_without_an_api_key(tmp_path: Path, database_url: s
 KEY = {"X-API-Key": API_KEY}
 
 
-async def test_training_run_is_queued_and_shown(api: httpx.AsyncClient) -> None:
+async def add_dataset(db: Database, name: str) -> None:
+    async with db.session() as session:  # committed when the block ends
+        session.add(Dataset(name=name))
+
+
+async def test_training_run_is_queued_and_shown(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore]
+) -> None:
+    await add_dataset(registry[0], "discogs5")
     request = {"dataset": "discogs5", "epochs": 3, "learning_rate": 0.002}
 
     created = await api.post("/v1/training-runs", json=request, headers=KEY)
@@ -440,6 +488,17 @@ async def test_training_run_is_queued_and_shown(api: httpx.AsyncClient) -> None:
     assert job["started_at"] is None
     assert {k: job["request"][k] for k in request} == request
     assert job["request"]["fine_tune_epochs"] == 0  # defaults are filled in
+
+
+async def test_a_training_run_on_a_missing_dataset_is_refused_at_once(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post("/v1/training-runs", json={"dataset": "nothing-yet"}, headers=KEY)
+
+    assert_error(response, 422, "invalid_request", "'nothing-yet' does not exist")
+    # Asked to build it first, it is queued.
+    build = {"dataset": "nothing-yet", "build_dataset": {"min_per_genre": 5}}
+    assert (await api.post("/v1/training-runs", json=build, headers=KEY)).status_code == 202
 
 
 async def test_training_run_needs_the_api_key(api: httpx.AsyncClient) -> None:
@@ -467,9 +526,9 @@ async def test_invalid_training_request_is_refused(
     assert_error(response, 422, "invalid_request", fragment)
 
 
-async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient) -> None:
     created = await api.post(
-        "/v1/scrape-runs", json={"source": "folder", "path": str(tmp_path)}, headers=KEY
+        "/v1/scrape-runs", json={"source": "itunes", "genres": ["jazz"]}, headers=KEY
     )
     assert created.status_code == 202, created.text
     job_id = created.json()["id"]
@@ -477,7 +536,7 @@ async def test_scrape_run_is_not_a_training_run(api: httpx.AsyncClient, tmp_path
     shown = await api.get(f"/v1/scrape-runs/{job_id}")
     assert shown.status_code == 200
     assert shown.json()["kind"] == "scrape"
-    assert shown.json()["request"]["path"] == str(tmp_path)
+    assert shown.json()["request"]["genres"] == ["jazz"]
     assert_error(await api.get(f"/v1/training-runs/{job_id}"), 404, "not_found", str(job_id))
 
 
@@ -600,6 +659,31 @@ async def test_openapi_and_docs(api: httpx.AsyncClient) -> None:
     docs = await api.get("/docs")
     assert docs.status_code == 200
     assert docs.headers["content-type"].startswith("text/html")
+
+
+async def test_the_spec_declares_the_key_refusals_with_the_error_body(
+    api: httpx.AsyncClient,
+) -> None:
+    """Every operation behind the API key declares what the README says of it: 401 for a
+    missing or wrong key, 403 on a server without one, both in the error body's schema."""
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    guarded = [
+        (path, method, operation)
+        for path, methods in paths.items()
+        for method, operation in methods.items()
+        if operation.get("security")
+    ]
+    assert sorted(f"{method.upper()} {path}" for path, method, _ in guarded) == [
+        "POST /v1/models/{version}/promote",
+        "POST /v1/scoring-jobs",
+        "POST /v1/scoring-jobs/{job_id}/cancel",
+        "POST /v1/scrape-runs",
+        "POST /v1/training-runs",
+    ]
+    for path, method, operation in guarded:
+        for status in ("401", "403"):
+            schema = operation["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, status)
 
 
 # --- the model holder ----------------------------------------------------------------------

@@ -505,6 +505,30 @@ BAD_REQUESTS = [
         method="GET",
         id="unknown-endpoint",
     ),
+    _bad(
+        dict,
+        405,
+        "PUT is not allowed on /v2/health/live; it takes GET",
+        path="/v2/health/live",
+        method="PUT",
+        id="method-of-a-get",
+    ),
+    _bad(
+        dict,
+        405,
+        "GET is not allowed on /v2/models/sleeve/infer; it takes POST",
+        path="/v2/models/sleeve/infer",
+        method="GET",
+        id="method-of-infer",
+    ),
+    _bad(
+        dict,
+        405,
+        "OPTIONS is not allowed on /v2/health/ready; it takes GET",
+        path="/v2/health/ready",
+        method="OPTIONS",
+        id="options",
+    ),
 ]
 
 
@@ -519,6 +543,8 @@ async def test_bad_requests_get_v2_errors_and_the_server_keeps_serving(
 ) -> None:
     response = await v2_http.request(method, path, **request_args())
     assert_v2_error(response, status, *fragments)
+    if status == 405:
+        assert response.headers["allow"] == fragments[0].rsplit("it takes ", 1)[1]
     await assert_still_serving(v2_http)
 
 

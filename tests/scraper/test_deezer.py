@@ -63,11 +63,11 @@ async def test_chart_albums_get_their_genre_from_the_chart_and_their_album(
     assert {(lab.genre, lab.raw_genre, lab.provenance) for a in albums for lab in a.labels} == {
         ("jazz", "Jazz", "deezer:chart/129")
     }
-    assert deezer.paths() == [
-        "/genre",
-        "/chart/129/albums",
-        *(f"/album/{c.id}" for c in chart),
-    ]
+    paths = deezer.paths()
+    assert paths[:2] == ["/genre", "/chart/129/albums"]
+    # The albums are described a few at a time (SLEEVE_SCRAPE_API_CONCURRENCY), so their
+    # requests may arrive in any order; they are stored in chart order (above).
+    assert sorted(paths[2:]) == sorted(f"/album/{c.id}" for c in chart)
     [chart_hit] = [h for h in deezer.hits if h.path.startswith("/chart/")]
     assert chart_hit.query == {"limit": "3", "index": "0"}  # never the default of 10
 

@@ -148,7 +148,7 @@ async def test_import_records_albums_labels_and_content_addressed_covers(
     shutil.copyfile(kit_covers()["Rock"][5], nested / "deep.jpg")
     messages: list[tuple[float, str]] = []
 
-    async def record(fraction: float, message: str) -> None:
+    async def record(fraction: float, message: str, **_: object) -> None:
         messages.append((fraction, message))
 
     run_id, counters = await run_scrape(runtime, folder_request(root), on_progress=record)
@@ -294,7 +294,7 @@ async def test_interrupted_run_resumes_where_it_stopped(runtime: Runtime, tmp_pa
     (root / "HipHop" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     calls = 0
 
-    async def crash_on_sixth(fraction: float, message: str) -> None:
+    async def crash_on_sixth(fraction: float, message: str, **_: object) -> None:
         nonlocal calls
         calls += 1
         if calls == 6:

@@ -23,7 +23,7 @@ from sleeve_scraper.exceptions import (
     TooLarge,
     Unreachable,
 )
-from sleeve_scraper.http import LONGEST_RETRY_AFTER_S, HttpClient, host_key
+from sleeve_scraper.http import LONGEST_RETRY_AFTER_S, RATE_WINDOW_S, HttpClient, host_key
 
 from .conftest import Sleeps
 from .fakes import FakeEcho, FakeServer, empty, http_date, malformed, serve, slow, status
@@ -399,3 +399,56 @@ async def test_a_refusal_keeps_the_start_of_the_servers_answer_out_of_its_messag
 
     assert caught.value.body == body
     assert "Forbidden" not in str(caught.value)
+
+
+async def test_stats_count_every_try_and_each_failure_by_kind(
+    echo: FakeEcho, sleeps: Sleeps, make_client: Callable[..., HttpClient]
+) -> None:
+    client = make_client(sleeps, attempts=3)
+    echo.fail("/retried", status(503), status(429, headers={"Retry-After": "1"}))
+    echo.fail("/gone", status(404))
+    echo.fail("/garbled", malformed())
+    echo.fail("/busy", empty(403))
+
+    assert await client.get_json(f"{echo.base_url}/retried") == {"path": "/retried"}
+    with pytest.raises(Refused):
+        await client.get_json(f"{echo.base_url}/gone")
+    await client.get_json(f"{echo.base_url}/garbled")
+    await client.get_json(f"{echo.base_url}/busy", throttled=lambda code, body: code == 403)
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    with pytest.raises(Unreachable):
+        await client.get_json(f"http://127.0.0.1:{port}/x")
+
+    stats = client.stats
+    assert stats.requests == len(echo.hits) + 3 == 11
+    assert stats.errors == {
+        "http_503": 1,
+        "http_429": 1,
+        "http_404": 1,
+        "malformed_reply": 1,
+        "rate_limited": 1,
+        "unreachable": 3,
+    }
+
+
+async def test_the_request_rate_is_measured_over_the_last_seconds(
+    echo: FakeEcho, make_client: Callable[..., HttpClient]
+) -> None:
+    clock = FakeClock()
+    client = make_client(clock.sleep, clock=clock)
+    assert client.stats.rate == 0.0
+
+    for n in range(10):
+        await client.get_json(f"{echo.base_url}/{n}")
+    assert client.stats.rate == 10.0  # all within the first second: counted over 1 s
+    clock.now += 2.0
+    for n in range(10):
+        await client.get_json(f"{echo.base_url}/{n}")
+    assert client.stats.rate == 20 / 2.0  # over the 2 s since the first request
+    clock.now += RATE_WINDOW_S + 1
+    assert client.stats.rate == 0.0  # nothing sent in the window: the run is idle
+    for n in range(5):
+        await client.get_json(f"{echo.base_url}/{n}")
+    assert client.stats.rate == 5 / RATE_WINDOW_S
+    assert client.stats.requests == 25

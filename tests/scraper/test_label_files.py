@@ -47,7 +47,7 @@ async def planned(settings: Settings, request: ScrapeRequest) -> int | None:
     """How many items the source would yield, read from its file without any request."""
     async with HttpClient.from_settings(settings) as http:
         source = build_source(SourceContext(request=request, settings=settings, http=http))
-        return await source.total()
+        return sum(n or 0 for n in (await source.plan()).values())
 
 
 async def albums_of(runtime: Runtime) -> list[Album]:

@@ -410,7 +410,7 @@ async def test_resumes_from_the_cursor_to_the_rows_of_an_uninterrupted_run(
 ) -> None:
     calls = 0
 
-    async def crash_on_fourth(fraction: float, message: str) -> None:
+    async def crash_on_fourth(fraction: float, message: str, **_: object) -> None:
         nonlocal calls
         calls += 1
         if calls == 4:

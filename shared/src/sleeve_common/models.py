@@ -5,7 +5,8 @@ The schema changes only through Alembic migrations (``sleeve_common/migrations``
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -37,6 +38,7 @@ __all__ = [
     "Prediction",
     "ScoringJob",
     "ScrapeRun",
+    "ScrapeRunStatus",
     "TrainingRun",
     "utcnow",
 ]
@@ -129,24 +131,83 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
 
 
+class ScrapeRunStatus(StrEnum):
+    """Where a scrape run stands.
+
+    - ``running``: a process is scraping it, and its heartbeat is fresh;
+    - ``interrupted``: it stopped before its source was exhausted, without an error of its
+      own: stopped on purpose (Ctrl-C, a worker handing its job back), or its process died
+      (SIGKILL, a lost machine), which shows as a ``running`` row whose heartbeat went stale;
+    - ``failed``: an error stopped it (``error`` says which);
+    - ``succeeded``: its source is exhausted.
+
+    Every state but ``succeeded`` can be continued: ``sleeve scrape --resume RUN``, or the
+    next attempt of the job that started it.
+    """
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+
+
+# Beats a running run may miss before it reads as interrupted: one late write (a busy
+# database) is no death.
+_MISSED_HEARTBEATS = 3
+
+
 class ScrapeRun(Base):
-    """One scrape of one source; its cursor lets ``--resume`` carry on where it stopped."""
+    """One scrape of one source; its cursor lets ``--resume`` carry on where it stopped.
+
+    The cursor and the item counters (``seen`` … ``seen_by_genre``) are written in the same
+    transaction as each item's rows, so they always agree with the albums the run stored.
+    The HTTP figures (``requests``, ``errors_by_kind``, ``request_rate``) are sampled with the
+    heartbeat. ``attempt`` counts the openings of the run; every write carries it, so a
+    process that was replaced (its job re-leased, the run resumed elsewhere) can write no more.
+    """
 
     __tablename__ = "scrape_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(32))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=ScrapeRunStatus.RUNNING)
     cursor: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seen: Mapped[int] = mapped_column(default=0)
+    # Items whose cover bytes the run got (downloaded, or read from a file).
+    fetched: Mapped[int] = mapped_column(default=0, server_default="0")
     added: Mapped[int] = mapped_column(default=0)
     duplicates: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
+    # Rejections by the stable head of their reason ("corrupt image", "cover download failed:
+    # HTTP 404"), and items seen by the genre they were listed under.
+    rejected_by_reason: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    seen_by_genre: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # Requests sent (retries included), failed tries by kind ("http_404", "unreachable"), and
+    # requests per second over the last seconds when last sampled.
+    requests: Mapped[int] = mapped_column(default=0, server_default="0")
+    errors_by_kind: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    request_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    attempt: Mapped[int] = mapped_column(default=1, server_default="1")
     error: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+    def reported_status(
+        self, *, heartbeat_s: float, now: datetime | None = None
+    ) -> ScrapeRunStatus:
+        """The stored status, except that a ``running`` run whose process stopped beating
+        (``SLEEVE_SCRAPE_HEARTBEAT_S``) reads ``interrupted``: nothing else marks a run whose
+        process was killed."""
+        status = ScrapeRunStatus(self.status)
+        if status is not ScrapeRunStatus.RUNNING:
+            return status
+        silent_for = (now or utcnow()) - (self.heartbeat_at or self.started_at)
+        if silent_for > timedelta(seconds=heartbeat_s * _MISSED_HEARTBEATS):
+            return ScrapeRunStatus.INTERRUPTED
+        return status
 
 
 class Album(Base):

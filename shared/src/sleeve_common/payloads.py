@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sleeve_common.exceptions import ConfigError, InvalidRequest
 from sleeve_common.genres import normalize_genre
+from sleeve_common.import_root import open_root, resolve_inside
 from sleeve_common.models import MAX_ROW_ID
+from sleeve_common.strict import JsonInt, JsonIntOrNone
 
 if TYPE_CHECKING:
     from sleeve_common.settings import Settings
@@ -17,9 +19,11 @@ if TYPE_CHECKING:
 __all__ = [
     "SOURCES",
     "DatasetBuild",
+    "ScrapeParams",
     "ScrapeRequest",
     "Source",
     "TrainRequest",
+    "api_scrape_request",
     "check_scrape_request",
 ]
 
@@ -27,22 +31,40 @@ Source = Literal["itunes", "deezer", "musicbrainz", "spotify", "bandcamp-tsv", "
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 # Sources that read a label file named by ``path`` (the folder source takes a folder or one).
 _FILE_SOURCES = {"bandcamp-tsv": "TSV file", "mumu-csv": "CSV file"}
+_PATH_SOURCES = ("folder", *_FILE_SOURCES)
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_MAX_PATH = 4096
 
 
-class ScrapeRequest(BaseModel):
-    """What to scrape (``sleeve scrape`` / ``POST /v1/scrape-runs``)."""
+class ScrapeParams(BaseModel):
+    """What to scrape, as ``sleeve scrape``'s options or ``POST /v1/scrape-runs``'s body say.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict, as every request body of the API: ``"5"`` or ``true`` is no count (``5.0`` is).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     source: Source
-    path: str | None = Field(default=None, max_length=4096, description="folder or label file")
-    genres: tuple[str, ...] | None = Field(default=None, max_length=100)
-    per_genre: int | None = Field(default=None, ge=1, le=1_000_000)
-    resume: int | None = Field(
+    path: str | None = Field(
+        default=None,
+        max_length=_MAX_PATH,
+        description="folder, CSV manifest or label file; over the API inside SLEEVE_IMPORT_ROOT "
+        "(a relative path is taken from there)",
+    )
+    # Lax only to take a JSON array for the tuple; its items are still strict strings.
+    genres: tuple[str, ...] | None = Field(default=None, max_length=100, strict=False)
+    per_genre: JsonIntOrNone = Field(default=None, ge=1, le=1_000_000)
+    resume: JsonIntOrNone = Field(
         default=None, ge=1, le=MAX_ROW_ID, description="scrape run to continue"
     )
+
+    @field_validator("path")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
 
     @field_validator("genres")
     @classmethod
@@ -56,20 +78,57 @@ class ScrapeRequest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _path_for_files(self) -> ScrapeRequest:
-        if self.source in ("folder", *_FILE_SOURCES) and not self.path:
+    def _path_for_files(self) -> ScrapeParams:
+        if self.source in _PATH_SOURCES and not self.path:
             raise ValueError(f"the {self.source} source needs a path")
         return self
+
+
+class ScrapeRequest(ScrapeParams):
+    """A scrape to run: its params, and the folder its files must stay in when it came over
+    the API (``api_scrape_request``); None for ``sleeve scrape`` and the first-run bootstrap,
+    whose paths are the operator's own."""
+
+    import_root: str | None = None
+
+
+def api_scrape_request(params: ScrapeParams, settings: Settings) -> ScrapeRequest:
+    """The scrape ``POST /v1/scrape-runs`` queues for ``params``, checked as a worker would.
+
+    A source that reads files (``folder``, ``bandcamp-tsv``, ``mumu-csv``) is confined to
+    ``SLEEVE_IMPORT_ROOT``: its path, resolved (a relative one from the root), must lie inside,
+    and so must every file the worker reads for it. With no root configured those sources are
+    refused (``ConfigError`` naming the setting); a path outside raises ``InvalidRequest``.
+    Then the checks of ``check_scrape_request``.
+    """
+    if params.source not in _PATH_SOURCES or params.path is None:
+        request = ScrapeRequest(**params.model_dump())
+    elif settings.import_root is None:
+        raise ConfigError(
+            f"the {params.source} source reads files on the server, which the API allows only "
+            "inside SLEEVE_IMPORT_ROOT, and that is not set: set it to the folder API clients "
+            "may import from (`sleeve scrape --path` on the server is not restricted)"
+        )
+    else:
+        root = open_root(settings.import_root)
+        path = resolve_inside(Path(params.path), root)
+        if len(str(path)) > _MAX_PATH:
+            raise InvalidRequest(f"path: inside the import root it is over {_MAX_PATH} characters")
+        request = ScrapeRequest(
+            **params.model_dump(exclude={"path"}), path=str(path), import_root=str(root)
+        )
+    check_scrape_request(request, settings)
+    return request
 
 
 def check_scrape_request(request: ScrapeRequest, settings: Settings) -> None:
     """Refuse up front what a worker could not do with these settings.
 
     A source without its credentials raises ``ConfigError`` (naming the variables); a path
-    that is missing or of the wrong kind ``InvalidRequest``. The API answers each with 422
-    instead of queuing a job bound to fail, the CLI with one line; the scraper checks again
-    before it builds the source. Paths are checked on this machine's filesystem, which is
-    the worker's in ``sleeve run``.
+    that is missing, of the wrong kind or outside the request's import root
+    ``InvalidRequest``. The API answers each with 422 instead of queuing a job bound to fail,
+    the CLI with one line; the scraper checks again before it builds the source. Paths are
+    checked on this machine's filesystem, which is the worker's in ``sleeve run``.
     """
     source = request.source
     if source == "spotify":
@@ -94,6 +153,16 @@ def check_scrape_request(request: ScrapeRequest, settings: Settings) -> None:
     if request.path is None:
         return
     path = Path(request.path)
+    if request.import_root is not None:
+        path = resolve_inside(path, Path(request.import_root))
+    try:
+        _check_path(source, path)
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidRequest(f"cannot use the path {str(path)[:200]!r}: {reason}") from None
+
+
+def _check_path(source: str, path: Path) -> None:
     if source == "folder":
         if not path.exists():
             raise InvalidRequest(f"folder {path} does not exist")
@@ -109,34 +178,42 @@ def check_scrape_request(request: ScrapeRequest, settings: Settings) -> None:
 
 class DatasetBuild(BaseModel):
     """How to build a training run's dataset when it does not exist yet (``sleeve dataset
-    build``'s options; the first-run bootstrap uses it)."""
+    build``'s options; the first-run bootstrap uses it). Strict, as ``TrainRequest``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     genres: tuple[str, ...] | None = Field(
-        default=None, max_length=100, description="unset: every genre with enough covers"
+        default=None,
+        max_length=100,
+        strict=False,  # a JSON array for the tuple; its items are still strict strings
+        description="unset: every genre with enough covers",
     )
-    min_per_genre: int = Field(default=10, ge=1, le=1_000_000)
-    max_per_genre: int | None = Field(default=None, ge=1, le=1_000_000)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    min_per_genre: JsonInt = Field(default=10, ge=1, le=1_000_000)
+    max_per_genre: JsonIntOrNone = Field(default=None, ge=1, le=1_000_000)
+    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class TrainRequest(BaseModel):
-    """A training run's dataset and options (``sleeve train`` / ``POST /v1/training-runs``)."""
+    """A training run's dataset and options (``sleeve train`` / ``POST /v1/training-runs``).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Strict, as every request body of the API: ``"10"`` or ``true`` is no number.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     dataset: str = Field(pattern=_NAME_PATTERN)
     build_dataset: DatasetBuild | None = Field(
         default=None,
         description="build the dataset from the stored covers first, if it does not exist yet",
     )
-    epochs: int = Field(default=10, ge=1, le=1000)
-    fine_tune_epochs: int = Field(default=0, ge=0, le=1000, description="phase 2; slow on a CPU")
+    epochs: JsonInt = Field(default=10, ge=1, le=1000)
+    fine_tune_epochs: JsonInt = Field(
+        default=0, ge=0, le=1000, description="phase 2; slow on a CPU"
+    )
     learning_rate: float = Field(default=1e-3, gt=0, le=0.5)
     fine_tune_learning_rate: float = Field(default=1e-5, gt=0, le=0.1)
-    unfreeze_blocks: int = Field(default=2, ge=1, le=16)
+    unfreeze_blocks: JsonInt = Field(default=2, ge=1, le=16)
     dropout: float = Field(default=0.2, ge=0, lt=0.95)
-    batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_size: JsonInt = Field(default=32, ge=1, le=1024)
     flip_augment: bool = True
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)

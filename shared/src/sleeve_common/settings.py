@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     # Security: guards every write/admin endpoint. Unset = those endpoints refuse.
     api_key: SecretStr | None = None
+    # The folder scrapes queued over the API may read (import_root.py); unset = the API
+    # refuses the folder and label-file sources. `sleeve scrape --path` is not bound by it.
+    import_root: Path | None = None
 
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -133,8 +136,15 @@ class Settings(BaseSettings):
     scrape_host_pause_after: int = Field(default=5, ge=1, le=1000)
     scrape_host_pause_s: float = Field(default=60.0, ge=0, le=3600)
     scrape_download_concurrency: int = Field(default=8, ge=1, le=64)
+    # Per-album API requests (Deezer's /album, Spotify's artists...) a source keeps in flight;
+    # each host's rate still paces them. One at a time cannot reach a rate whose spacing is
+    # shorter than a round trip (bench/scrape_rate.py).
+    scrape_api_concurrency: int = Field(default=4, ge=1, le=64)
     scrape_taxonomy: Path | None = None
     scrape_multi_genre: Literal["drop", "keep"] = "drop"
+    # A live scrape touches its run this often; a running run silent for three beats is
+    # reported interrupted (its process died). The API and the scrapers must agree on it.
+    scrape_heartbeat_s: float = Field(default=10.0, gt=0, le=600)
 
     @field_validator("database_url")
     @classmethod
@@ -199,6 +209,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
+
+    @field_validator("import_root", mode="before")
+    @classmethod
+    def _blank_root_is_unset(cls, value: object) -> object:
+        # An empty variable means "unset", not Path("") (the working directory).
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("spotify_client_secret")
     @classmethod

@@ -14,12 +14,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sleeve_common.exceptions import LeaseLost, SleeveError
 from sleeve_common.jobs import ClaimedJob, JobQueue
+from sleeve_common.progress import Part, line_with_parts
 
 __all__ = ["Handler", "JobContext", "run_worker", "worker_name"]
 
@@ -37,8 +38,18 @@ class JobContext:
     def payload(self) -> dict[str, Any]:
         return self.job.payload
 
-    async def progress(self, fraction: float, message: str, *, stage: str | None = None) -> None:
-        await self.queue.report_progress(self.job, fraction=fraction, message=message, stage=stage)
+    async def progress(
+        self,
+        fraction: float,
+        message: str,
+        *,
+        stage: str | None = None,
+        parts: Sequence[Part] = (),
+    ) -> None:
+        """A ``ProgressSink``: the job row keeps one line, so parts are counted at its end."""
+        await self.queue.report_progress(
+            self.job, fraction=fraction, message=line_with_parts(message, parts), stage=stage
+        )
 
 
 Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any] | None]]

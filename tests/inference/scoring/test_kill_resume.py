@@ -7,17 +7,12 @@ Both workers are real subprocesses of the real CLI; the job is queued as the API
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import signal
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import func, select
+from support import child_env, sleeve_process, wait_until
 
 from sleeve_common.jobs import JobQueue
 from sleeve_common.models import Prediction
@@ -43,45 +38,13 @@ async def _row_count(runtime: Runtime, job_id: int) -> int:
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEEVE_")}
-    return env | {
-        "SLEEVE_DATABASE_URL": settings.database_url,
-        "SLEEVE_STORE_URL": settings.store_url,
-        "SLEEVE_DATA_DIR": str(settings.data_dir),
-        "SLEEVE_CPU_THREADS": "1",
-        "SLEEVE_SCORING_CHUNK_SIZE": str(CHUNK),
-        "SLEEVE_JOB_LEASE_SECONDS": str(LEASE_S),
-        "SLEEVE_WORKER_POLL_SECONDS": "0.2",
-        "SLEEVE_LOG_LEVEL": "WARNING",
-    }
-
-
-@asynccontextmanager
-async def score_worker(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``sleeve worker score`` as a child process; stopped with SIGTERM if still alive."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sleeve_common", "worker", "score", env=_worker_env(settings)
+    return child_env(
+        settings,
+        SLEEVE_CPU_THREADS="1",
+        SLEEVE_SCORING_CHUNK_SIZE=str(CHUNK),
+        SLEEVE_JOB_LEASE_SECONDS=str(LEASE_S),
+        SLEEVE_WORKER_POLL_SECONDS="0.2",
     )
-    try:
-        yield child
-    finally:
-        if child.returncode is None:
-            child.terminate()
-            try:
-                await asyncio.wait_for(child.wait(), timeout=30)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
-
-
-async def _wait_for(
-    condition: Callable[[], Awaitable[bool]], child: asyncio.subprocess.Process, what: str
-) -> None:
-    deadline = time.monotonic() + 90
-    while not await condition():
-        assert child.returncode is None, f"the worker ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within 90 s"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_killed_worker_is_replaced_through_the_lease_with_exact_counts(
@@ -98,8 +61,8 @@ async def test_a_killed_worker_is_replaced_through_the_lease_with_exact_counts(
     async def some_chunks_written() -> bool:
         return await _row_count(scoring_runtime, job.id) >= 3 * CHUNK
 
-    async with score_worker(scoring_settings) as first:
-        await _wait_for(some_chunks_written, first, "rows")
+    async with sleeve_process("worker", "score", env=_worker_env(scoring_settings)) as first:
+        await wait_until(some_chunks_written, first, "rows")
         first.send_signal(signal.SIGKILL)
         await first.wait()
     assert first.returncode == -signal.SIGKILL
@@ -114,8 +77,8 @@ async def test_a_killed_worker_is_replaced_through_the_lease_with_exact_counts(
     async def succeeded() -> bool:  # the queued job, which ends after the scoring job
         return (await queue.get(queue_job_id)).status == "succeeded"
 
-    async with score_worker(scoring_settings) as second:
-        await _wait_for(succeeded, second, "finished job")
+    async with sleeve_process("worker", "score", env=_worker_env(scoring_settings)) as second:
+        await wait_until(succeeded, second, "finished job")
 
     after = await predictions(scoring_runtime.db, job.id)
     assert len(after) == await _row_count(scoring_runtime, job.id) == COVERS

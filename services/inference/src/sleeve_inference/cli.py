@@ -56,8 +56,9 @@ async def _score(args: argparse.Namespace, settings: Settings) -> int:
         job = await create_scoring_job(
             runtime=runtime, input=args.input, output=output, model=args.model, engine=args.engine
         )
-        progress = ThrottledProgress(TerminalProgress("score"), interval_s=1.0)
-        summary = await run_scoring(runtime, job.id, progress)
+        with TerminalProgress("score") as terminal:
+            progress = ThrottledProgress(terminal, interval_s=1.0)
+            summary = await run_scoring(runtime, job.id, progress)
         await write_export(db=runtime.db, scoring_job_id=job.id, path=output, top_k=settings.top_k)
     print(f"{summary.line()}; results in {output}")  # noqa: T201
     return 0

@@ -1,5 +1,8 @@
 """Errors as JSON ``{"error": {"code", "message"}}``; HTTP codes are chosen here and only here.
 
+Routes declare the errors they answer with ``error_responses`` (the body schema, and what
+each status means there), so the OpenAPI spec lists every status a client can get.
+
 ApiError (carries status, code, message, headers)
  raised by routes; library and serving errors are mapped below:
  NotFound → 404, Conflict and ModelUnusable → 409, InvalidImage and ScoringInputError → 422,
@@ -13,13 +16,17 @@ ApiError (carries status, code, message, headers)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from sleeve_common.exceptions import (
     Conflict,
@@ -35,7 +42,16 @@ from sleeve_inference.batcher import BatcherClosed, NoModel, QueueFull
 from sleeve_inference.scoring.errors import ScoringInputError
 from sleeve_inference.serving import DeadlineExceeded, NoModelLoaded, TooManyPixels
 
-__all__ = ["SERVING_ERRORS", "ApiError", "error_body", "install_error_handlers", "serving_error"]
+__all__ = [
+    "SERVING_ERRORS",
+    "ApiError",
+    "ErrorBody",
+    "allowed_methods",
+    "error_body",
+    "error_responses",
+    "install_error_handlers",
+    "serving_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +84,40 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, for programs", examples=["not_found"])
+    message: str = Field(description="for people", examples=["scoring job 7 does not exist"])
+
+
+class ErrorBody(BaseModel):
+    """Every error of the API outside ``/v2``."""
+
+    error: ErrorDetail
+
+
+# What each status means on any route; a route can say more for its own.
+_MEANINGS = {
+    400: "the body could not be parsed: not UTF-8 JSON, or malformed multipart",
+    401: "no `X-API-Key` header, or a wrong key",
+    403: "this server has no SLEEVE_API_KEY, so writes are off",
+    404: "no such resource",
+    409: "the resource is in a state that does not allow this",
+    413: "the body is over the size limit: SLEEVE_MAX_UPLOAD_BYTES for each image it may hold",
+    422: "a parameter or a field of the body is invalid; the message names it",
+    503: "the database or the object store cannot be reached; try again shortly",
+}
+
+
+def error_responses(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with ``ErrorBody``; a
+    ``(status, meaning)`` pair says what the status means on this route."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for entry in statuses:
+        status, meaning = entry if isinstance(entry, tuple) else (entry, _MEANINGS[entry])
+        responses[status] = {"model": ErrorBody, "description": meaning}
+    return responses
 
 
 def _json(
@@ -109,6 +159,21 @@ def serving_error(exc: Exception) -> ApiError:
     return ApiError(503, "unavailable", str(exc))
 
 
+# The methods a 405's Allow can name (TRACE and CONNECT: no route takes them).
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """The methods any of ``routes`` takes at the request's path, each tried on them as the
+    request with that method (Starlette's own 405 names the first route's methods only)."""
+    routes = list(routes)
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -133,9 +198,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return _json(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route on the path only.
+            allowed = allowed_methods(request.app.router.routes, request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _json(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from sleeve_common.strict import JsonIntOrNone
+
 __all__ = [
     "GenreScore",
     "ImagePrediction",
@@ -20,6 +22,8 @@ __all__ = [
     "PredictUrlsResponse",
     "ScoringJobRequest",
     "ScoringJobView",
+    "ScrapeJobView",
+    "ScrapeRunView",
     "Timing",
     "UrlPrediction",
 ]
@@ -53,7 +57,7 @@ class PredictUrlsRequest(BaseModel):
     urls: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
         min_length=1, max_length=1024, examples=[["https://covers.example.com/a.jpg"]]
     )
-    top_k: int | None = Field(default=None, ge=1, le=100, description="genres per image")
+    top_k: JsonIntOrNone = Field(default=None, ge=1, le=100, description="genres per image")
 
 
 class ItemError(BaseModel):
@@ -121,6 +125,51 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ScrapeRunView(BaseModel):
+    """The scrape run a scrape job works on: what it found, stored and met so far."""
+
+    id: int = Field(examples=[7], description="the run's id (`sleeve scrape --resume RUN`)")
+    source: str = Field(examples=["itunes"])
+    status: Literal["running", "interrupted", "failed", "succeeded"] = Field(
+        examples=["running"],
+        description="`running`: its process is alive (its heartbeat is at most three "
+        "`SLEEVE_SCRAPE_HEARTBEAT_S` old); `interrupted`: it was stopped, or its process died "
+        "(the heartbeat went stale); `failed`: an error stopped it; `succeeded`: its source is "
+        "exhausted. All but `succeeded` continue from the last stored item on the job's next "
+        "attempt or with `sleeve scrape --resume`",
+    )
+    seen: int = Field(ge=0, examples=[120], description="items handled")
+    fetched: int = Field(ge=0, examples=[112], description="covers downloaded (or read)")
+    stored: int = Field(ge=0, examples=[97], description="covers added as new albums")
+    duplicates: int = Field(
+        ge=0, examples=[11], description="items whose album or bytes were stored already"
+    )
+    rejected: int = Field(ge=0, examples=[12])
+    rejected_by_reason: dict[str, int] = Field(
+        examples=[{"cover download failed: HTTP 404": 4, "corrupt image": 1}]
+    )
+    seen_by_genre: dict[str, int] = Field(examples=[{"jazz": 100, "metal": 20}])
+    requests: int = Field(ge=0, examples=[240], description="HTTP requests sent, retries included")
+    errors_by_kind: dict[str, int] = Field(
+        examples=[{"http_404": 4, "http_429": 2, "unreachable": 1}],
+        description="failed HTTP tries by kind (an HTTP status, or `unreachable`, "
+        "`malformed_reply`, `rate_limited`, `too_large`, `refused`), retried ones included",
+    )
+    request_rate: float = Field(
+        ge=0,
+        examples=[9.8],
+        description="requests per second over the last seconds; 0 unless running",
+    )
+    error: str | None
+    started_at: datetime
+    heartbeat_at: datetime | None = Field(description="when its process last wrote to it")
+    finished_at: datetime | None
+
+
+class ScrapeJobView(JobView):
+    run: ScrapeRunView | None = Field(description="none until a scraper worker starts the job")
 
 
 class ScoringJobRequest(BaseModel):

@@ -35,7 +35,11 @@ def register(commands: Any) -> None:
         help="at most N albums per genre (API sources: 100 when not given)",
     )
     scrape.add_argument(
-        "--resume", type=bounded(int, 1), metavar="RUN", help="continue scrape run RUN"
+        "--resume",
+        type=bounded(int, 1),
+        metavar="RUN",
+        help="continue scrape run RUN (interrupted or failed) after the last item it stored, "
+        "with the same source and options",
     )
     scrape.set_defaults(command_fn=_scrape)
 
@@ -50,8 +54,9 @@ async def _scrape(args: argparse.Namespace, settings: Settings) -> int:
     )
     # Before the database is opened: a missing credential or file is one clear line at once.
     check_scrape_request(request, settings)
-    progress = ThrottledProgress(TerminalProgress("scrape"), interval_s=0.5)
-    async with open_runtime(settings) as runtime:
-        run_id, counters = await run_scrape(runtime, request, on_progress=progress)
+    with TerminalProgress("scrape") as terminal:
+        progress = ThrottledProgress(terminal, interval_s=0.5)
+        async with open_runtime(settings) as runtime:
+            run_id, counters = await run_scrape(runtime, request, on_progress=progress)
     print(f"scrape run {run_id}: {counters.summary()}")  # noqa: T201
     return 0

@@ -15,6 +15,8 @@ ScrapeError (a SleeveError)
 
 from __future__ import annotations
 
+import re
+
 from sleeve_common.exceptions import SleeveError
 
 __all__ = [
@@ -48,13 +50,22 @@ class FetchError(ScrapeError):
     """An HTTP request gave no usable answer.
 
     ``reason`` is short and stable (``"HTTP 404"``), fit to group rejected covers by;
-    the message adds the URL.
+    the message adds the URL. ``status`` is the HTTP status that made it an error, if one did.
     """
 
-    def __init__(self, reason: str, *, url: str) -> None:
+    def __init__(self, reason: str, *, url: str, status: int | None = None) -> None:
         super().__init__(f"{reason} ({url})")
         self.reason = reason
         self.url = url
+        self.status = status
+
+    @property
+    def kind(self) -> str:
+        """What a run counts this failure as: ``http_404`` where a status made it an error,
+        else the class (``unreachable``, ``malformed_reply``, ``rate_limited``, ``refused``)."""
+        if self.status is not None:
+            return f"http_{self.status}"
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 class Refused(FetchError):
@@ -67,8 +78,7 @@ class Refused(FetchError):
     def __init__(
         self, reason: str, *, url: str, status: int | None = None, body: bytes = b""
     ) -> None:
-        super().__init__(reason, url=url)
-        self.status = status
+        super().__init__(reason, url=url, status=status)
         self.body = body
 
 
@@ -79,13 +89,22 @@ class TooLarge(FetchError):
 class TransientError(FetchError):
     """A failure that may pass; ``retry_after`` is the server's own wait, when it gave one."""
 
-    def __init__(self, reason: str, *, url: str, retry_after: float | None = None) -> None:
-        super().__init__(reason, url=url)
+    def __init__(
+        self,
+        reason: str,
+        *,
+        url: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(reason, url=url, status=status)
         self.retry_after = retry_after
 
 
 class RateLimited(TransientError):
-    """The server asks us to slow down (429, or a source-specific throttle answer)."""
+    """The server asks us to slow down (429, or a source-specific throttle answer, which
+    carries no status: iTunes' bare 403 and Deezer's error inside HTTP 200 count as
+    ``rate_limited``, not as their status)."""
 
 
 class ServerError(TransientError):

@@ -14,7 +14,9 @@ What it does for every source, so that no source does it again:
 - a **byte cap** on every body: refused early on ``Content-Length``, else cut while streaming;
 - one injectable ``sleep`` (backoff, Retry-After and pauses all go through it, tenacity too)
   and ``clock``, so tests never wait out a real backoff;
-- the User-Agent of ``SLEEVE_USER_AGENT`` on every request.
+- the User-Agent of ``SLEEVE_USER_AGENT`` on every request;
+- the run's request figures (``stats``): requests sent, failed tries by kind, and the
+  current rate. It owns the requests, so it is the one place that can count them.
 
 Redirects are followed within one try (the Cover Art Archive answers 307, then archive.org
 302), paced as the first host. Requests are GETs of JSON or bytes, and form POSTs of JSON
@@ -31,6 +33,7 @@ import email.utils
 import json
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +48,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from sleeve_common.settings import Settings
 from sleeve_scraper.exceptions import (
+    FetchError,
     MalformedReply,
     RateLimited,
     Refused,
@@ -54,7 +58,16 @@ from sleeve_scraper.exceptions import (
     Unreachable,
 )
 
-__all__ = ["LONGEST_RETRY_AFTER_S", "Clock", "HttpClient", "Sleep", "Throttled", "host_key"]
+__all__ = [
+    "LONGEST_RETRY_AFTER_S",
+    "RATE_WINDOW_S",
+    "Clock",
+    "HttpClient",
+    "HttpStats",
+    "Sleep",
+    "Throttled",
+    "host_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,9 @@ _LONGEST_BACKOFF_S = 60.0
 # for hours looks hung; failing leaves a run that ``--resume`` continues later.
 LONGEST_RETRY_AFTER_S = 600.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+RATE_WINDOW_S = 5.0
+"""Seconds over which ``HttpStats.rate`` counts requests: short enough to show a host that
+slowed down, long enough to smooth the pacing of a slow source."""
 
 
 def host_key(url: str) -> str:
@@ -79,6 +95,48 @@ def host_key(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
     return f"{(parts.hostname or '').lower()}:{port}"
+
+
+@dataclass(frozen=True)
+class HttpStats:
+    """A run's requests so far: sent (each try, retries included), failed tries by
+    ``FetchError.kind``, and requests per second over the last ``RATE_WINDOW_S`` seconds."""
+
+    requests: int
+    errors: dict[str, int]
+    rate: float
+
+
+class _Counts:
+    """Requests and failures of one client, and the send times of the last window."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors: Counter[str] = Counter()
+        self._first: float | None = None
+        self._recent: deque[float] = deque()
+
+    def sent(self, now: float) -> None:
+        self.requests += 1
+        self._first = now if self._first is None else self._first
+        self._recent.append(now)
+        self._forget_before(now - RATE_WINDOW_S)
+
+    def failed(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def rate(self, now: float) -> float:
+        """Requests per second over the window, or over the time since the first request
+        while that is shorter (at least 1 s, so that one request is no burst)."""
+        self._forget_before(now - RATE_WINDOW_S)
+        if self._first is None:
+            return 0.0
+        span = min(RATE_WINDOW_S, max(now - self._first, 1.0))
+        return len(self._recent) / span
+
+    def _forget_before(self, start: float) -> None:
+        while self._recent and self._recent[0] < start:
+            self._recent.popleft()
 
 
 @dataclass
@@ -121,6 +179,7 @@ class HttpClient:
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
         self._backoff = wait_exponential_jitter(max=_LONGEST_BACKOFF_S)
+        self._counts = _Counts()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, sleep: Sleep = asyncio.sleep) -> HttpClient:
@@ -160,6 +219,14 @@ class HttpClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @property
+    def stats(self) -> HttpStats:
+        """The requests of this client so far, and their current rate."""
+        counts = self._counts
+        return HttpStats(
+            requests=counts.requests, errors=dict(counts.errors), rate=counts.rate(self._clock())
+        )
 
     async def get_json(
         self,
@@ -243,22 +310,29 @@ class HttpClient:
         if delay > 0:
             await self._sleep(delay)
         await host.limiter.acquire()
+        self._counts.sent(self._clock())
         try:
             result = decode(await self._send(request, cap, throttled), str(request.url))
-        except TransientError:
-            host.failures += 1
-            if host.failures >= self._pause_after:
-                host.failures = 0
-                host.paused_until = self._clock() + self._pause_s
-                logger.warning(
-                    "%s failed %d times in a row; pausing it for %.0f s",
-                    key,
-                    self._pause_after,
-                    self._pause_s,
-                )
+        except FetchError as exc:
+            self._counts.failed(exc.kind)
+            if isinstance(exc, TransientError):
+                self._failed_again(key, host)
             raise
         host.failures = 0
         return result
+
+    def _failed_again(self, key: str, host: _Host) -> None:
+        """One more transient failure of ``host`` in a row; pause it after ``pause_after``."""
+        host.failures += 1
+        if host.failures >= self._pause_after:
+            host.failures = 0
+            host.paused_until = self._clock() + self._pause_s
+            logger.warning(
+                "%s failed %d times in a row; pausing it for %.0f s",
+                key,
+                self._pause_after,
+                self._pause_s,
+            )
 
     async def _send(self, request: httpx.Request, cap: int, throttled: Throttled | None) -> bytes:
         """The body of one answer (redirects followed), or the error it amounts to."""
@@ -289,10 +363,10 @@ class HttpClient:
             raise RateLimited(reason, url=where, retry_after=retry_after)
         if status == 429:
             reason = _with_wait("HTTP 429", retry_after)
-            raise RateLimited(reason, url=where, retry_after=retry_after)
+            raise RateLimited(reason, url=where, retry_after=retry_after, status=status)
         if status >= 500:
             reason = _with_wait(f"HTTP {status}", retry_after)
-            raise ServerError(reason, url=where, retry_after=retry_after)
+            raise ServerError(reason, url=where, retry_after=retry_after, status=status)
         if not response.is_success:
             raise Refused(f"HTTP {status}", url=where, status=status, body=body)
         return body

@@ -116,9 +116,10 @@ async def _train(args: argparse.Namespace, settings: Settings) -> int:
         flip_augment=args.flip_augment,
         seed=args.seed,
     )
-    progress = ThrottledProgress(TerminalProgress("train"), interval_s=1.0)
-    async with open_runtime(settings) as runtime:
-        outcome = await run_training(runtime, options, on_progress=progress)
+    with TerminalProgress("train") as terminal:
+        progress = ThrottledProgress(terminal, interval_s=1.0)
+        async with open_runtime(settings) as runtime:
+            outcome = await run_training(runtime, options, on_progress=progress)
     m = outcome.metrics
     print(  # noqa: T201
         f"model {outcome.version} (training run {outcome.run_id}): "

@@ -8,11 +8,12 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
+from starlette.datastructures import UploadFile
 
 from sleeve_inference.batcher import BatchResult
 from sleeve_inference.deps import ServingDep, SettingsDep, UrlFetcherDep
-from sleeve_inference.errors import ApiError
+from sleeve_inference.errors import ApiError, error_responses
 from sleeve_inference.predictor import Predictor
 from sleeve_inference.schemas import (
     GenreScore,
@@ -36,37 +37,53 @@ T = TypeVar("T")
 # One image as the whole body: no multipart framing to parse.
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"description": "an image, the request or its total pixels are too large"},
-    415: {"description": "the body is neither multipart with `files` nor one image"},
-    422: {"description": "a file is not a usable image, or a parameter is out of range"},
-    503: {
-        "description": "no model is loaded yet (the message says how the first model's "
-        "training goes, e.g. `training the first model: step 3 of 4, training the model, 62% "
-        "done, about 1 min left`, or why it failed and how to fix it), the server is at "
-        "capacity (Retry-After), or the request ran past its deadline"
-    },
-}
-_RAW_BODY = {
+_UNAVAILABLE = (
+    503,
+    "no model is loaded yet (the message says how the first model's training goes, e.g. "
+    "`training the first model: step 3 of 4, training the model, 62% done, about 1 min left`, "
+    "or why it failed and how to fix it), the server is at capacity (Retry-After), or the "
+    "request ran past its deadline",
+)
+_ERRORS = error_responses(
+    (400, "malformed multipart"),
+    (413, "an image, the request or its total pixels are too large, or too many images"),
+    (415, "the body is neither multipart with `files` nor one image"),
+    (422, "a file is not a usable image, or a parameter is out of range"),
+    _UNAVAILABLE,
+)
+_IMAGE = {"type": "string", "contentMediaType": "application/octet-stream"}
+# The body is read by the handler (multipart `files`, or one raw image), so it is described
+# here rather than by parameters: `files` is required whenever the body is multipart.
+_BODY: dict[str, Any] = {
     "requestBody": {
+        "required": True,
         "content": {
-            kind: {"schema": {"type": "string", "format": "binary"}} for kind in RAW_IMAGE_TYPES
-        }
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": _IMAGE,
+                            "description": "one or more cover images (JPEG, PNG, WebP, GIF, "
+                            "BMP, TIFF)",
+                        }
+                    },
+                }
+            },
+            **{kind: {"schema": _IMAGE} for kind in RAW_IMAGE_TYPES},
+        },
     }
 }
 
 
-@router.post(
-    "/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_RAW_BODY
-)
+@router.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_BODY)
 async def predict(
     request: Request,
     serving: ServingDep,
     settings: SettingsDep,
-    files: Annotated[
-        list[UploadFile] | None,
-        File(description="one or more cover images (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
-    ] = None,
     top_k: Annotated[int | None, Query(ge=1, le=100, description="genres per image")] = None,
 ) -> Response:
     """Genre probabilities for each cover, best first.
@@ -75,7 +92,7 @@ async def predict(
     `Content-Type` (cheaper: no multipart parsing).
     """
     started = time.perf_counter()
-    names, payloads = await _payloads(request, files, settings.max_upload_bytes)
+    names, payloads = await _payloads(request, settings.max_upload_bytes)
     if len(payloads) > settings.max_images_per_request:
         raise ApiError(
             413, "too_many_images", f"at most {settings.max_images_per_request} images per request"
@@ -96,11 +113,16 @@ async def predict(
 @router.post(
     "/v1/predict/urls",
     response_model=PredictUrlsResponse,
-    responses={
-        413: {"description": "more URLs than SLEEVE_MAX_IMAGES_PER_REQUEST, or too many pixels"},
-        422: {"description": "the body is not a JSON object with a list of `urls`"},
-        503: _ERRORS[503],
-    },
+    responses=error_responses(
+        400,
+        (
+            413,
+            "more URLs than SLEEVE_MAX_IMAGES_PER_REQUEST, too many pixels, or a body over "
+            "the size limit",
+        ),
+        (422, "the body is not a JSON object with a list of `urls`"),
+        _UNAVAILABLE,
+    ),
 )
 async def predict_urls(
     request: Request,
@@ -168,9 +190,7 @@ async def predict_urls(
     )
 
 
-async def _payloads(
-    request: Request, files: list[UploadFile] | None, max_bytes: int
-) -> tuple[list[str | None], list[bytes]]:
+async def _payloads(request: Request, max_bytes: int) -> tuple[list[str | None], list[bytes]]:
     """Names and bytes of the uploaded images, each checked against ``max_bytes``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in RAW_IMAGE_TYPES:
@@ -185,19 +205,27 @@ async def _payloads(
             "send multipart/form-data with the images in `files`, or one image as the body "
             f"with Content-Type {', '.join(RAW_IMAGE_TYPES)}",
         )
-    if not files:
-        raise ApiError(422, "invalid_request", "files: send one or more images in `files`")
-    payloads = []
-    for index, upload in enumerate(files):
-        data = await upload.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise ApiError(
-                413,
-                "image_too_large",
-                f"file {index} ({upload.filename!r}) is over {max_bytes} bytes",
-            )
-        payloads.append(data)
-    return [f.filename for f in files], payloads
+    async with request.form() as form:  # a malformed body: Starlette's 400
+        files = form.getlist("files")
+        if not files:
+            raise ApiError(422, "invalid_request", "files: send one or more images in `files`")
+        names: list[str | None] = []
+        payloads = []
+        for index, upload in enumerate(files):
+            if not isinstance(upload, UploadFile):
+                raise ApiError(
+                    422, "invalid_request", f"files: part {index} is a text field, not a file"
+                )
+            data = await upload.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ApiError(
+                    413,
+                    "image_too_large",
+                    f"file {index} ({upload.filename!r}) is over {max_bytes} bytes",
+                )
+            names.append(upload.filename)
+            payloads.append(data)
+    return names, payloads
 
 
 async def until_answered(request: Request, deadline_s: float, work: Awaitable[T]) -> T:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from sleeve_common.exceptions import NotFound
 from sleeve_common.models import MAX_ROW_ID, ScoringJob, utcnow
 from sleeve_inference.deps import ApiKey, RuntimeDep
-from sleeve_inference.errors import ApiError
+from sleeve_inference.errors import ApiError, error_responses
 from sleeve_inference.schemas import JobAccepted, ScoringJobRequest, ScoringJobView
 from sleeve_inference.scoring.albums import ALBUMS_SCHEME
 from sleeve_inference.scoring.catalog import STORE_SCHEME
@@ -31,6 +31,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["scoring"])
 
 ScoringJobId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the id the POST answered")]
+_NO_JOB = (404, "no such scoring job")
 
 _MEDIA_TYPES: dict[ExportFormat, str] = {
     "jsonl": "application/x-ndjson",
@@ -81,6 +82,18 @@ def _aware(moment: datetime) -> datetime:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     dependencies=[ApiKey],
+    responses=error_responses(
+        400,
+        401,
+        403,
+        413,
+        (
+            422,
+            "the body is invalid, or the input is neither `store:` nor `albums:`, selects "
+            "nothing, or names an unknown model; nothing is queued",
+        ),
+        503,
+    ),
 )
 async def scoring_job_create(
     body: ScoringJobRequest, runtime: RuntimeDep, request: Request
@@ -104,7 +117,12 @@ async def scoring_job_create(
     return JobAccepted(id=job.id, status=job.status, url=str(url))
 
 
-@router.get("/v1/scoring-jobs/{job_id}", response_model=ScoringJobView, name="scoring_job_get")
+@router.get(
+    "/v1/scoring-jobs/{job_id}",
+    response_model=ScoringJobView,
+    name="scoring_job_get",
+    responses=error_responses(_NO_JOB, 422, 503),
+)
 async def scoring_job_get(
     job_id: ScoringJobId, runtime: RuntimeDep, request: Request
 ) -> ScoringJobView:
@@ -113,7 +131,10 @@ async def scoring_job_get(
 
 
 @router.post(
-    "/v1/scoring-jobs/{job_id}/cancel", response_model=ScoringJobView, dependencies=[ApiKey]
+    "/v1/scoring-jobs/{job_id}/cancel",
+    response_model=ScoringJobView,
+    dependencies=[ApiKey],
+    responses=error_responses(401, 403, _NO_JOB, (409, "the job has already ended"), 422, 503),
 )
 async def scoring_job_cancel(
     job_id: ScoringJobId, runtime: RuntimeDep, request: Request
@@ -131,7 +152,8 @@ async def scoring_job_cancel(
         200: {
             "description": "the job's rows so far (all of them once it has succeeded)",
             "content": {media: {} for media in _MEDIA_TYPES.values()},
-        }
+        },
+        **error_responses(_NO_JOB, 422, 503),
     },
 )
 async def scoring_job_results(

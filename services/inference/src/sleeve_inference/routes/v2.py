@@ -16,7 +16,8 @@ deadlines are the serving core's, exactly as for ``POST /v1/predict``.
 Errors have V2's body, ``{"error": "<message>"}``, not the rest of the API's. Every route here
 is a ``_V2Route``, which turns whatever its handler raises (request validation, the serving
 core's errors, a body over the size limit) into that body before the app's handlers see it;
-the last route answers any other path under ``/v2`` with a V2 404 in the same way.
+the last route answers any other path under ``/v2`` with a V2 404 in the same way, and a
+method a V2 path does not take with a V2 405 and its ``Allow`` header.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sleeve_common.model_signature import INPUT_NAME, OUTPUT_NAME
 from sleeve_common.settings import Settings
+from sleeve_common.strict import WHOLE_NUMBERS
 from sleeve_inference.batcher import BatchResult
 from sleeve_inference.deps import ModelsDep, ServingDep, SettingsDep
-from sleeve_inference.errors import SERVING_ERRORS, ApiError, serving_error
+from sleeve_inference.errors import SERVING_ERRORS, ApiError, allowed_methods, serving_error
 from sleeve_inference.model_holder import ModelHolder
 from sleeve_inference.predictor import Predictor
 from sleeve_inference.routes.predict import until_answered
@@ -171,8 +173,10 @@ class V2ModelMetadata(BaseModel):
 class V2RequestInput(BaseModel):
     """One input tensor: its data in JSON, or ``binary_data_size`` bytes after the header."""
 
+    model_config = ConfigDict(strict=True)
+
     name: str
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Annotated[int, Field(ge=0), WHOLE_NUMBERS]]
     datatype: str
     parameters: Parameters | None = None
     data: list[Any] | None = Field(
@@ -183,12 +187,19 @@ class V2RequestInput(BaseModel):
 class V2RequestOutput(BaseModel):
     """An output asked for; ``binary_data``: answer it as bytes after the JSON header."""
 
+    model_config = ConfigDict(strict=True)
+
     name: str
     parameters: Parameters | None = None
 
 
 class V2InferenceRequest(BaseModel):
-    """An inference request (in a binary request, the JSON header before the tensors' bytes)."""
+    """An inference request (in a binary request, the JSON header before the tensors' bytes).
+
+    Strict, as every request body of the API: a shape of ``["1"]`` is no shape.
+    """
+
+    model_config = ConfigDict(strict=True)
 
     id: str | None = None
     parameters: Parameters | None = None
@@ -273,8 +284,8 @@ _INFER_OK: dict[int | str, dict[str, Any]] = {
     }
 }
 
-ModelName = Annotated[str, Path(description=f"the model: `{MODEL_NAME}`")]
-ModelVersion = Annotated[str, Path(description="the served version, such as `v1`")]
+ModelName = Annotated[str, Path(description=f"the model: `{MODEL_NAME}`", examples=[MODEL_NAME])]
+ModelVersion = Annotated[str, Path(description="the served version, such as `v1`", examples=["v1"])]
 
 
 # --- Server and model metadata, health -------------------------------------------------------
@@ -702,10 +713,25 @@ def _answer(call: _Call, result: BatchResult) -> Response:
     )
 
 
-# Last: any other path under /v2 gets a V2 404 rather than the rest of the API's.
+# Last: any other path or method under /v2 gets a V2 404 or 405 rather than the rest of the
+# API's (every method, so none falls through to Starlette's 405).
 @router.api_route(
-    "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    "/{path:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+    include_in_schema=False,
 )
 async def unknown_endpoint(request: Request, path: str) -> Response:
-    """Any other path under ``/v2``: a V2 404."""
+    """Any other path under ``/v2``: a V2 404; a V2 path with a method it does not take: 405."""
+    others = (
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is not unknown_endpoint
+    )
+    allowed = allowed_methods(others, request.scope)
+    if allowed:
+        raise _V2Error(
+            405,
+            f"{request.method} is not allowed on /v2/{path}; it takes {', '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
     raise _V2Error(404, f"no V2 endpoint {request.method} /v2/{path}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sleeve_scraper.exceptions import SourceError
+from sleeve_scraper.ordered import ordered_map
 from sleeve_scraper.taxonomy import load_taxonomy
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ class Found:
     """A candidate, its bytes or why there are none, and the cursor after it.
 
     ``data`` and ``failure`` both None: the download step fetches ``candidate.cover_url``.
-    ``place`` says where the item sits, for progress lines (``"jazz 12/100"``).
+    ``place`` says where the item sits, for progress lines (``"jazz 12/100"``); ``genre`` is
+    the Sleeve genre it was listed under, a key of the source's ``plan``.
     """
 
     candidate: Candidate
@@ -75,13 +77,15 @@ class Found:
     data: bytes | None = None
     failure: str | None = None
     place: str = ""
+    genre: str = ""
 
 
 class Source(Protocol):
     name: str
 
-    async def total(self) -> int | None:
-        """How many items this source will yield (at most), if known."""
+    async def plan(self) -> dict[str, int | None]:
+        """Genre → how many items this source will yield for it at most (None: not known),
+        in the order it walks them: the run's progress per genre."""
 
     def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         """Items after ``cursor`` (``{}`` = from the start), always in the same order."""
@@ -109,22 +113,49 @@ class Listed(Protocol):
 ListedT = TypeVar("ListedT", bound=Listed)
 
 
-async def walk_genres(
+def walk_genres(
     *,
     genres: Sequence[str],
     per_genre: int | None,
     cursor: dict[str, Any],
     listing: Callable[[str], AsyncGenerator[ListedT, None]],
     describe: Callable[[ListedT, str], Awaitable[tuple[Candidate, str | None]]],
+    concurrency: int,
 ) -> AsyncGenerator[Found, None]:
     """Up to ``per_genre`` albums of each genre (all if None) in order, resuming after ``cursor``.
 
     ``listing(genre)`` lists albums cheaply and in a stable order (an album listed twice for
     a genre counts once); ``describe(album, genre)`` makes the candidate, with a failure when
-    it must be recorded as rejected without a download. Albums before the cursor are skipped
-    before ``describe``, so resuming costs no per-album request. The cursor
-    ``{"genre": g, "done": n}`` means: every genre before ``g`` and ``n`` albums of ``g`` are done.
+    it must be recorded as rejected without a download. Up to ``concurrency`` albums are
+    described at once (their requests overlap; the host's rate still paces them), and they
+    come out in listing order. Albums before the cursor are skipped before ``describe``, so
+    resuming costs no per-album request. The cursor ``{"genre": g, "done": n}`` means: every
+    genre before ``g`` and ``n`` albums of ``g`` are done.
     """
+
+    async def found(entry: tuple[ListedT, str, int]) -> Found:
+        album, genre, count = entry
+        candidate, failure = await describe(album, genre)
+        return Found(
+            candidate=candidate,
+            cursor={"genre": genre, "done": count},
+            failure=failure,
+            place=f"{genre} {count}/{per_genre}" if per_genre else f"{genre} {count}",
+            genre=genre,
+        )
+
+    listed = _after_cursor(genres=genres, per_genre=per_genre, cursor=cursor, listing=listing)
+    return ordered_map(listed, found, concurrency=concurrency)
+
+
+async def _after_cursor(
+    *,
+    genres: Sequence[str],
+    per_genre: int | None,
+    cursor: dict[str, Any],
+    listing: Callable[[str], AsyncGenerator[ListedT, None]],
+) -> AsyncGenerator[tuple[ListedT, str, int], None]:
+    """Each genre's distinct albums after ``cursor``, with the genre and their place in it."""
     start, done = _resume_point(cursor, genres)
     for genre in genres[start:]:
         count = 0
@@ -136,13 +167,7 @@ async def walk_genres(
                 listed.add(album.source_id)
                 count += 1
                 if count > done:
-                    candidate, failure = await describe(album, genre)
-                    yield Found(
-                        candidate=candidate,
-                        cursor={"genre": genre, "done": count},
-                        failure=failure,
-                        place=f"{genre} {count}/{per_genre}" if per_genre else f"{genre} {count}",
-                    )
+                    yield album, genre, count
                 if per_genre is not None and count >= per_genre:
                     break
         done = 0
@@ -203,9 +228,10 @@ class GenreSource(abc.ABC):
         self._genres = self._taxonomy.resolve(context.request.genres)
         self._per_genre = context.request.per_genre or per_genre_default
         self._keep_multi = settings.scrape_multi_genre == "keep"
+        self._concurrency = settings.scrape_api_concurrency
 
-    async def total(self) -> int | None:
-        return len(self._genres) * self._per_genre if self._per_genre else None
+    async def plan(self) -> dict[str, int | None]:
+        return dict.fromkeys(self._genres, self._per_genre)
 
     def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         return walk_genres(
@@ -214,6 +240,7 @@ class GenreSource(abc.ABC):
             cursor=cursor,
             listing=self._albums,
             describe=self._describe,
+            concurrency=self._concurrency,
         )
 
     @abc.abstractmethod

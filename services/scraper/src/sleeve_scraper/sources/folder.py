@@ -9,18 +9,25 @@ step, at ``SLEEVE_DOWNLOAD_RATE`` per host. Genre names are normalised as folder
 row fails before the run starts, naming its line; a file or URL that cannot be fetched is
 recorded as rejected with the reason. The kit's ``discogs5-partial-index.csv`` names its files
 ``Album_Covers/<Genre>/<file>``: beside a folder (or link) of that name it reads as it is.
+
+A scrape queued over the API carries an import root (``sleeve_common.import_root``): a genre
+sub-folder that leads outside it fails the run before it starts, and a file of the folder or a
+manifest row that leads outside it (``..``, an absolute path, a symlink) is recorded as
+rejected, unread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sleeve_common.exceptions import InvalidRequest
 from sleeve_common.genres import normalize_genre
+from sleeve_common.import_root import resolve_inside
 from sleeve_scraper.exceptions import SourceError
 from sleeve_scraper.sources.base import Candidate, Found, Label, Source, SourceContext
 
@@ -34,18 +41,21 @@ def folder_source(context: SourceContext) -> Source:
         raise SourceError("the folder source needs a path (--path DIR or --path FILE.csv)")
     genres = {normalize_genre(g) for g in request.genres} if request.genres else None
     path = Path(request.path)
+    import_root = Path(request.import_root) if request.import_root is not None else None
     if path.is_file() and path.suffix.lower() == ".csv":
         return ManifestSource(
             path,
             genres=genres,
             per_genre=request.per_genre,
             max_bytes=context.settings.max_cover_bytes,
+            import_root=import_root,
         )
     return FolderSource(
         path,
         genres=genres,
         per_genre=request.per_genre,
         max_bytes=context.settings.max_cover_bytes,
+        import_root=import_root,
     )
 
 
@@ -61,6 +71,7 @@ class FolderSource:
         genres: set[str] | None = None,
         per_genre: int | None = None,
         max_bytes: int,
+        import_root: Path | None = None,
     ) -> None:
         if not root.exists():
             raise SourceError(f"folder {root} does not exist")
@@ -68,6 +79,7 @@ class FolderSource:
             raise SourceError(f"{root} is not a folder")
         self._root = root.resolve()
         self._max_bytes = max_bytes
+        self._import_root = import_root
         self._files = self._list(genres, per_genre)
 
     def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[Label, Path]]:
@@ -89,6 +101,11 @@ class FolderSource:
                 ) from None
             if genres is not None and genre not in genres:
                 continue
+            if self._import_root is not None:
+                try:
+                    resolve_inside(folder, self._import_root)
+                except InvalidRequest as exc:
+                    raise SourceError(f"sub-folder {folder.name!r}: {exc}") from None
             files = sorted(
                 p for p in folder.rglob("*") if not p.name.startswith(".") and _is_file(p)
             )
@@ -98,8 +115,8 @@ class FolderSource:
             raise SourceError(f"no sub-folder of {self._root} matches the genres {sorted(genres)}")
         return listed
 
-    async def total(self) -> int | None:
-        return len(self._files)
+    async def plan(self) -> dict[str, int | None]:
+        return _plan(label for label, _ in self._files)
 
     async def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         start = int(cursor.get("files_done", 0))
@@ -113,13 +130,17 @@ class FolderSource:
                 provenance=f"folder:{relative}",
                 title=path.stem,
             )
-            data, failure = await asyncio.to_thread(_read, path, self._max_bytes)
+            data: bytes | None = None
+            failure = _refusal(path, self._import_root)
+            if failure is None:
+                data, failure = await asyncio.to_thread(_read, path, self._max_bytes)
             yield Found(
                 candidate=candidate,
                 data=data,
                 failure=failure,
                 cursor={"files_done": index + 1},
                 place=f"{label.raw_genre} (file {index + 1}/{len(self._files)})",
+                genre=label.genre,
             )
 
 
@@ -135,9 +156,11 @@ class ManifestSource:
         genres: set[str] | None = None,
         per_genre: int | None = None,
         max_bytes: int,
+        import_root: Path | None = None,
     ) -> None:
         self._manifest = manifest.resolve()
         self._max_bytes = max_bytes
+        self._import_root = import_root
         self._rows = self._list(genres, per_genre)
 
     def _list(self, genres: set[str] | None, per_genre: int | None) -> list[tuple[Label, str]]:
@@ -174,8 +197,8 @@ class ManifestSource:
     def _bad(self, number: int, problem: str) -> SourceError:
         return SourceError(f"{self._manifest}, line {number}: {problem}")
 
-    async def total(self) -> int | None:
-        return len(self._rows)
+    async def plan(self) -> dict[str, int | None]:
+        return _plan(label for label, _ in self._rows)
 
     async def found(self, cursor: dict[str, Any]) -> AsyncGenerator[Found, None]:
         start = int(cursor.get("rows_done", 0))
@@ -185,12 +208,30 @@ class ManifestSource:
             after = {"rows_done": index + 1}
             if urlsplit(where).scheme in ("http", "https"):
                 candidate = self._candidate(label, where, where, cover_url=where)
-                yield Found(candidate=candidate, cursor=after, place=place)
+                yield Found(candidate=candidate, cursor=after, place=place, genre=label.genre)
                 continue
             path = self._manifest.parent / where
+            refused = _refusal(path, self._import_root)
+            if refused:  # unresolved in its id: the row's text, not where a link leads
+                candidate = self._candidate(label, str(path), where)
+                yield Found(
+                    candidate=candidate,
+                    failure=refused,
+                    cursor=after,
+                    place=place,
+                    genre=label.genre,
+                )
+                continue
             data, failure = await asyncio.to_thread(_read, path, self._max_bytes)
             candidate = self._candidate(label, str(path.resolve()), where)
-            yield Found(candidate=candidate, data=data, failure=failure, cursor=after, place=place)
+            yield Found(
+                candidate=candidate,
+                data=data,
+                failure=failure,
+                cursor=after,
+                place=place,
+                genre=label.genre,
+            )
 
     def _candidate(
         self, label: Label, source_id: str, where: str, *, cover_url: str | None = None
@@ -203,6 +244,25 @@ class ManifestSource:
             title=Path(urlsplit(where).path).stem or None,
             cover_url=cover_url,
         )
+
+
+def _refusal(path: Path, import_root: Path | None) -> str | None:
+    """Why ``path`` may not be read: it leads outside ``import_root`` (None: anywhere)."""
+    if import_root is None:
+        return None
+    try:
+        resolve_inside(path, import_root)
+    except InvalidRequest as exc:
+        return str(exc)
+    return None
+
+
+def _plan(labels: Iterable[Label]) -> dict[str, int | None]:
+    """Items per genre, in the order they come."""
+    counts: dict[str, int | None] = {}
+    for label in labels:
+        counts[label.genre] = (counts.get(label.genre) or 0) + 1
+    return counts
 
 
 def _read(path: Path, max_bytes: int) -> tuple[bytes | None, str | None]:

@@ -84,12 +84,12 @@ class LabelFileSource(GenreSource):
     def _bad_line(self, number: int, problem: str) -> SourceError:
         return SourceError(f"{self._path}, line {number}: {problem}")
 
-    async def total(self) -> int | None:
-        limit = self._per_genre
-        return sum(
-            min(len(rows), limit) if limit else len(rows)
-            for rows in (self._by_genre.get(genre, []) for genre in self._genres)
-        )
+    async def plan(self) -> dict[str, int | None]:
+        plan: dict[str, int | None] = {}
+        for genre in self._genres:
+            rows = len(self._by_genre.get(genre, []))
+            plan[genre] = min(rows, self._per_genre) if self._per_genre else rows
+        return plan
 
     async def _albums(self, genre: str) -> AsyncGenerator[Row, None]:
         for row in self._by_genre.get(genre, []):
