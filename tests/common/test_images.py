@@ -112,6 +112,78 @@ def test_exif_rotation_is_applied() -> None:
     assert pixels[:, -40:, 2].mean() > 150
 
 
+def _sideways_jpeg(exif: bytes, *, before_exif: bytes = b"") -> bytes:
+    """``halves`` stored sideways with ``exif``; ``before_exif``: segments put ahead of it."""
+    stored = halves((220, 20, 20), (20, 20, 220)).transpose(Image.Transpose.ROTATE_90)
+    data = encode(stored, "JPEG", quality=95, exif=exif)
+    at = data.index(b"\xff\xe1")
+    return data[:at] + before_exif + data[at:]
+
+
+def _assert_upright(pixels: np.ndarray) -> None:
+    assert pixels[:, :40, 0].mean() > 150
+    assert pixels[:, -40:, 2].mean() > 150
+
+
+def test_exif_after_64_kib_of_other_segments_is_applied() -> None:
+    """The fast path looked for EXIF in the first 64 KiB only, so this one was not rotated."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    icc = b"\xff\xe2" + (65_002).to_bytes(2, "big") + b"p" * 65_000
+    _assert_upright(decode_model_input(_sideways_jpeg(exif.tobytes(), before_exif=icc * 2)))
+
+
+def test_exif_pillow_cannot_rewrite_is_still_applied() -> None:
+    """Orientation 6 beside a tag of the wrong type (ExtraSamples as text): Pillow's
+    ``exif_transpose`` raised ``struct.error`` writing the block back, a 500 in the API."""
+    entries = [(0x0112, 3, 1, (6).to_bytes(4, "little")), (0x0152, 2, 4, b"abc\x00")]
+    ifd = len(entries).to_bytes(2, "little") + b"".join(
+        tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + n.to_bytes(4, "little") + v
+        for tag, kind, n, v in entries
+    )
+    exif = b"Exif\0\0II*\0\x08\0\0\0" + ifd + b"\0" * 4
+    _assert_upright(decode_model_input(_sideways_jpeg(exif)))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_unreadable_exif_is_ignored(fmt: str) -> None:
+    """A bad TIFF header in the EXIF block: Pillow raised ``SyntaxError``, a 500 in the API."""
+    data = encode(Image.new("RGB", (64, 64), (200, 0, 0)), fmt, exif=b"MM\x00\xe1\0\0\0\x08\0\0")
+    assert decode_model_input(data)[..., 0].mean() > 150
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (
+            real_cover()[:2] + b"\xff\xe2\x00\x02" * 1_001 + real_cover()[2:],
+            "more than 1000 JPEG segments",
+        ),
+        (real_cover()[:2] + b"\xff" * 65_538 + real_cover()[2:], "65536 bytes of padding"),
+        (real_cover()[:20] + b"\x00" * 65_537 + real_cover()[20:], "65536 bytes of padding"),
+        (
+            encode(Image.new("RGB", (64, 64)), "PNG")[:33]
+            + b"\x00\x00\x00\x00abCd\x78\x06\xe9\xb3" * 1_001
+            + encode(Image.new("RGB", (64, 64)), "PNG")[33:],
+            "more than 1000 PNG chunks",
+        ),
+    ],
+    ids=["jpeg-segments", "jpeg-fill-bytes", "jpeg-garbage", "png-chunks"],
+)
+def test_headers_built_to_cost_cpu_are_refused(data: bytes, reason: str) -> None:
+    """Pillow parses these one segment, chunk or padding byte at a time in Python: 4 MB of
+    them cost it seconds before a pixel, for the pixel budget's header read too."""
+    for read in (image_size, decode_model_input):
+        with pytest.raises(InvalidImage, match=reason):
+            read(data)
+
+
+def test_a_header_at_the_bounds_still_decodes() -> None:
+    data = real_cover()[:2] + b"\xff\xe2\x00\x02" * 990 + b"\xff" * 60_000 + real_cover()[2:]
+    assert image_size(data) == (300, 300)
+    assert decode_model_input(data).shape == SHAPE
+
+
 def test_image_size_reads_only_the_header() -> None:
     assert image_size(real_cover()) == (300, 300)
 

@@ -36,6 +36,12 @@ class Database:
     A SQLite file is opened read-write but never created here (only ``upgrade_database``
     creates one): a database file moved away makes requests fail as unavailable instead of
     silently starting an empty database, and they work again once the file is back.
+
+    Any failure to open a connection raises ``DatabaseUnavailable``, whatever the driver
+    raised: asyncpg lets ``OSError`` (connection refused) and ``TimeoutError`` through
+    unwrapped, and a server starting up or shutting down (``CannotConnectNowError``) comes
+    as a bare ``DBAPIError``. Pooled connections are pinged before use, so once the server
+    is back the next session connects afresh.
     """
 
     def __init__(self, url: str) -> None:
@@ -52,6 +58,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             engine_url, connect_args=connect_args, pool_pre_ping=True
         )
+        event.listen(self.engine.sync_engine, "do_connect", self._connect)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -98,6 +105,15 @@ class Database:
                 f"the database at {self.safe_url} is at schema {current or 'none'}, not {head}: "
                 "run `sleeve db upgrade`"
             )
+
+    def _connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        """The driver's connect, its failures raised as ``DatabaseUnavailable``."""
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {self.safe_url}: {_first_line(exc)}"
+            ) from exc
 
     @property
     def safe_url(self) -> str:

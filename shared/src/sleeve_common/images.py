@@ -11,11 +11,12 @@ through Pillow, with the same scaling for JPEG. docs/performance.md has the meas
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from sleeve_common.exceptions import SleeveError
 from sleeve_common.model_signature import INPUT_SIZE
@@ -35,9 +36,26 @@ _MIN_SIDE = 8
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 _JPEG = ("JPEG", "MPO")  # MPO: a camera's JPEG with extra frames; the first is the picture
 _JPEG_START = b"\xff\xd8\xff"
-# An APP1 EXIF block sits in the first 64 KiB; only such a JPEG can carry an orientation.
+_PNG_START = b"\x89PNG\r\n\x1a\n"
 _EXIF_MARK = b"Exif\x00\x00"
-_EXIF_SEARCH = 65_536
+# Pillow reads a JPEG's segments and a PNG's chunks before the pixels one at a time in
+# Python, and skips a JPEG's padding byte by byte: a 4 MB file of empty segments, chunks or
+# 0xFF padding cost it 1.7 to 2.9 s of CPU, in the event loop (the pixel budget reads every
+# header). No real image comes near these bounds: a camera JPEG has about a dozen segments.
+_MAX_HEADER_PARTS = 1_000
+_MAX_JPEG_PADDING = 65_536
+_FILL = re.compile(rb"\xff+")
+_SOS, _EOI = 0xDA, 0xD9
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: no length field
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class InvalidImage(SleeveError):
@@ -76,7 +94,7 @@ def decode_model_input(
             if image.format in _JPEG:
                 image.draft("RGB", (size, size))
             _load(image)
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
+            rgb = _to_rgb(_upright(image))
     fitted = ImageOps.fit(rgb, (size, size), Image.Resampling.BILINEAR)
     return np.asarray(fitted, dtype=np.uint8)
 
@@ -85,6 +103,10 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     """``Image.open`` (header only) with the checks every caller needs, in our own errors."""
     if not data:
         raise InvalidImage("empty file")
+    if data.startswith(_JPEG_START):
+        _jpeg_has_exif(data)
+    elif data.startswith(_PNG_START):
+        _check_png_chunks(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -109,7 +131,7 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
 def _plain_jpeg(data: bytes, *, max_pixels: int) -> bool:
     """A JPEG that simplejpeg can take alone: YCbCr or grey, no EXIF block that could rotate
     it, within the size limits (checked from libjpeg's header read, no Pillow parse)."""
-    if not data.startswith(_JPEG_START) or _EXIF_MARK in data[:_EXIF_SEARCH]:
+    if not data.startswith(_JPEG_START) or _jpeg_has_exif(data):
         return False
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -119,6 +141,58 @@ def _plain_jpeg(data: bytes, *, max_pixels: int) -> bool:
         return False
     _check_size(width, height, max_pixels)
     return True
+
+
+def _jpeg_has_exif(data: bytes) -> bool:
+    """Whether an APP1 EXIF segment comes before the first scan, wherever it sits among the
+    header's segments (only such a JPEG can carry an orientation).
+
+    Raises ``InvalidImage`` for a header no real JPEG has (``_MAX_HEADER_PARTS`` segments or
+    ``_MAX_JPEG_PADDING`` bytes of padding); anything else malformed is left to the decoders.
+    """
+    position, segments, padding, exif = 2, 0, 0, False
+    while position < len(data):
+        fill = _FILL.match(data, position)
+        if fill is None:  # bytes between segments: libjpeg and Pillow skip them
+            found = data.find(b"\xff", position)
+            found = len(data) if found < 0 else found
+            padding += found - position
+            position = found
+        else:
+            padding += fill.end() - position - 1
+            position = fill.end()
+            if position >= len(data):
+                break
+            marker = data[position]
+            segments += 1
+            if marker in (_SOS, _EOI):
+                break
+            position += 1
+            if marker not in _STANDALONE:
+                length = int.from_bytes(data[position : position + 2], "big")
+                exif = exif or (marker == 0xE1 and data[position + 2 : position + 8] == _EXIF_MARK)
+                position += max(length, 2)
+        if segments > _MAX_HEADER_PARTS:
+            raise InvalidImage(
+                f"corrupt image: more than {_MAX_HEADER_PARTS} JPEG segments before the pixels"
+            )
+        if padding > _MAX_JPEG_PADDING:
+            raise InvalidImage(
+                f"corrupt image: more than {_MAX_JPEG_PADDING} bytes of padding in the JPEG header"
+            )
+    return exif
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """``InvalidImage`` for a PNG with more than ``_MAX_HEADER_PARTS`` chunks before its
+    pixels; anything else malformed is left to Pillow."""
+    position = len(_PNG_START)
+    for _ in range(_MAX_HEADER_PARTS):
+        kind = data[position + 4 : position + 8]
+        if len(kind) < 4 or kind in (b"IDAT", b"IEND"):
+            return
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    raise InvalidImage(f"corrupt image: more than {_MAX_HEADER_PARTS} PNG chunks before the pixels")
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -137,6 +211,24 @@ def _load(image: Image.Image) -> None:
         raise InvalidImage(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"corrupt image: {exc}") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The picture as a person sees it: turned as its EXIF orientation says.
+
+    Unlike ``ImageOps.exif_transpose`` this neither copies an unrotated image nor writes the
+    EXIF block back, and EXIF that cannot be read is ignored, as viewers do: Pillow raised
+    ``SyntaxError`` for a bad TIFF header in it, and ``struct.error`` or ``TypeError`` writing
+    back a tag of the wrong type, and the pixels are fine either way.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data", "Truncated File Read"
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # unreadable metadata, not an unreadable picture
+        return image
+    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

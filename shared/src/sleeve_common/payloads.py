@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -74,6 +75,9 @@ class ScrapeParams(BaseModel):
         for genre in value:
             if len(genre) > 64:
                 raise ValueError(f"genre names are at most 64 characters, got {len(genre)}")
+            if any(unicodedata.category(char) == "Cc" for char in genre):
+                # Taken, "a\x00b" failed later: PostgreSQL stores no NUL in a raw genre.
+                raise ValueError("genre names cannot hold control characters")
             normalize_genre(genre)  # raises for names without letters or digits
         return value
 

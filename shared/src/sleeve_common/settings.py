@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from sleeve_common.exceptions import ConfigError
 from sleeve_common.genres import normalize_genre
@@ -156,10 +158,21 @@ class Settings(BaseSettings):
             ("postgres://", "postgresql+asyncpg://"),
         ):
             if value.startswith(plain):
-                return async_ + value[len(plain) :]
-        if value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            return value
-        raise ValueError("must be a sqlite:// or postgresql:// URL")
+                value = async_ + value[len(plain) :]
+                break
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        # Parsed here, so that a malformed URL is one line naming the variable, not a
+        # traceback at the first connection; the value is never repeated (it holds a password).
+        try:
+            port = make_url(value).port
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "is not a valid URL (a password with @, : or / must be percent-encoded)"
+            ) from None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+        return value
 
     @field_validator("store_url")
     @classmethod

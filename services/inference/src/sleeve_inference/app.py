@@ -12,8 +12,8 @@ from fastapi_offline import FastAPIOffline
 
 from sleeve_common.runtime import open_runtime
 from sleeve_common.settings import Settings
-from sleeve_inference.errors import install_error_handlers
-from sleeve_inference.limits import BodySizeLimit
+from sleeve_inference.errors import UnhandledErrors, install_error_handlers
+from sleeve_inference.limits import BodySizeLimit, IdentityEncodingOnly
 from sleeve_inference.metrics import Metrics, MetricsMiddleware
 from sleeve_inference.model_holder import ModelHolder, model_cache_dir
 from sleeve_inference.request_log import RequestLogMiddleware
@@ -76,13 +76,17 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    # The last added runs first: request id and access log, then metrics (so refusals are
-    # counted), then the size limit, whose 413 a route reading the body passes on directly.
+    # The last added runs first: request id and access log, then the 500 for an unhandled
+    # error (logged under that id), then metrics (so refusals and 500s are counted), then the
+    # size limit, whose 413 a route reading the body passes on directly, and the refusal of
+    # compressed bodies.
+    app.add_middleware(IdentityEncodingOnly)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes * settings.max_images_per_request + _MULTIPART_OVERHEAD,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UnhandledErrors)
     app.add_middleware(RequestLogMiddleware)
     for module in (predict, models, work, scoring, health, page, v2):
         app.include_router(module.router)

@@ -7,10 +7,12 @@ ApiError (carries status, code, message, headers)
  raised by routes; library and serving errors are mapped below:
  NotFound → 404, Conflict and ModelUnusable → 409, InvalidImage and ScoringInputError → 422,
  TooManyPixels → 413, DatabaseUnavailable/StoreUnavailable → 503, SQLAlchemy's
- OperationalError/InterfaceError (the database went away mid-request) → 503,
+ OperationalError/InterfaceError and any DBAPIError that invalidated its connection (the
+ database went away mid-request, a server shutting down) → 503,
  NoModelLoaded/NoModel → 503, Overloaded/QueueFull → 503 with Retry-After,
  DeadlineExceeded → 503,
- anything else → 500, still in this JSON shape.
+ anything else → 500, still in this JSON shape (``UnhandledErrors``), naming the request id
+ under which the traceback is logged, and nothing of the exception.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sleeve_common.exceptions import (
     Conflict,
@@ -37,6 +39,7 @@ from sleeve_common.exceptions import (
     StoreUnavailable,
 )
 from sleeve_common.images import InvalidImage
+from sleeve_common.logs import REQUEST_ID
 from sleeve_inference.admission import Overloaded
 from sleeve_inference.batcher import BatcherClosed, NoModel, QueueFull
 from sleeve_inference.scoring.errors import ScoringInputError
@@ -46,6 +49,7 @@ __all__ = [
     "SERVING_ERRORS",
     "ApiError",
     "ErrorBody",
+    "UnhandledErrors",
     "allowed_methods",
     "error_body",
     "error_responses",
@@ -126,6 +130,43 @@ def _json(
     return JSONResponse(status_code=status, content=error_body(code, message), headers=headers)
 
 
+def _internal_error() -> JSONResponse:
+    """The 500: the request id finds the traceback in the log; the exception stays there."""
+    return _json(
+        500, "internal_error", f"internal error; see the server log for {REQUEST_ID.get()}"
+    )
+
+
+class UnhandledErrors:
+    """ASGI middleware (inside the request log): an exception no handler took is logged once,
+    with its traceback and the request's id, and answered with the 500 above.
+
+    Starlette's own last resort answers outside the request log: its traceback carried no
+    request id and its answer no ``X-Request-ID``, so a client had nothing to quote.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error answering %s %s", scope["method"], scope["path"])
+            if not started:  # else the server closes the connection of the unfinished answer
+                await _internal_error()(scope, receive, send)
+
+
 # What the serving core raises for a request it cannot answer now; ``serving_error`` maps each.
 SERVING_ERRORS = (
     Overloaded,
@@ -188,8 +229,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback after this answer; the client gets our JSON shape.
-        return _json(500, "internal_error", "internal error; see the server log")
+        # Only for an error outside ``UnhandledErrors`` (the request log's own); Starlette
+        # logs its traceback after this answer.
+        return _internal_error()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -207,13 +249,16 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return _json(exc.status_code, code, str(exc.detail), headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
-        # The database went away mid-request (a moved SQLite file, a stopped server): 503,
-        # and the next request tries a fresh connection.
-        logger.error("database error: %s", str(exc).splitlines()[0])
-        return _json(503, "unavailable", "the database is unavailable; try again shortly")
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # The database went away mid-request (a moved SQLite file, a stopped server, a
+        # session killed by a shutdown): 503, and the next request tries a fresh connection.
+        # Any other driver error is a bug of ours: 500, with its traceback in the log.
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            logger.error("database error: %s", str(exc).splitlines()[0])
+            return _json(503, "unavailable", "the database is unavailable; try again shortly")
+        logger.error("unexpected database error", exc_info=exc)
+        return _internal_error()
 
     @app.exception_handler(SleeveError)
     async def _sleeve(_request: Request, exc: SleeveError) -> JSONResponse:
@@ -231,4 +276,4 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.error("dependency down: %s", exc)
             return _json(503, "unavailable", str(exc))
         logger.exception("unexpected Sleeve error")
-        return _json(500, "internal_error", "internal error; see the server log")
+        return _internal_error()

@@ -1,4 +1,5 @@
-"""Refuse request bodies over a size limit while they stream in, before any parsing."""
+"""Refuse request bodies the API cannot take, before any parsing: over a size limit (counted
+as they stream in), or in a content coding it does not decode."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sleeve_inference.errors import error_body
 
-__all__ = ["BodySizeLimit"]
+__all__ = ["BodySizeLimit", "IdentityEncodingOnly"]
 
 
 class _TooLarge(HTTPException):
@@ -68,3 +69,45 @@ class BodySizeLimit:
             headers={"connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class _EncodedBody(HTTPException):
+    """Raised from ``receive``, as ``_TooLarge``: each route answers it in its own body (V2's
+    too), and a route that reads no body is not refused."""
+
+    def __init__(self, coding: str) -> None:
+        super().__init__(
+            415,
+            f"Content-Encoding {coding[:40]!r} is not supported: send the body uncompressed",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
+class IdentityEncodingOnly:
+    """ASGI middleware: 415 for a body sent with a ``Content-Encoding`` (RFC 9110 §15.5.16).
+
+    Nothing here inflates a body: a gzip-compressed image was reported as "not a recognised
+    image format" and compressed JSON as unparsable, neither naming the cause. A gzip bomb is
+    refused the same way, before a byte of it is read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name != b"content-encoding":
+                    continue
+                coding = value.decode("latin-1").strip().lower()
+                if coding not in ("", "identity"):
+                    await self.app(scope, _refuse_body(coding), send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _refuse_body(coding: str) -> Receive:
+    async def refusing_receive() -> Message:
+        raise _EncodedBody(coding)
+
+    return refusing_receive

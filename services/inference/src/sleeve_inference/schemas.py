@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sleeve_common.strict import JsonIntOrNone
 
+# A model version as the registry names them (``v1``, ``v2``, ...) or could: what does not
+# match gets 422 before any query. PostgreSQL cannot even compare a string holding NUL (a 500),
+# and a 60 KB name came back whole in the 404's message.
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 __all__ = [
+    "VERSION_PATTERN",
     "GenreScore",
     "ImagePrediction",
     "ItemError",
@@ -187,7 +193,10 @@ class ScoringJobRequest(BaseModel):
         examples=["albums:source=itunes", "store:catalog/2026/"],
     )
     model: str | None = Field(
-        default=None, max_length=64, description="model version; default: the served one"
+        default=None,
+        pattern=VERSION_PATTERN,
+        description="model version; default: the served one",
+        examples=["v2"],
     )
     engine: Literal["local", "ray"] = "local"
 

@@ -11,7 +11,7 @@ from sleeve_common.models import ModelVersion
 from sleeve_common.registry import get_model_version, list_model_versions, promote
 from sleeve_inference.deps import ApiKey, ModelsDep, RuntimeDep
 from sleeve_inference.errors import ApiError, error_responses
-from sleeve_inference.schemas import ModelDetail, ModelSummary
+from sleeve_inference.schemas import VERSION_PATTERN, ModelDetail, ModelSummary
 
 __all__ = ["router"]
 
@@ -21,7 +21,12 @@ router = APIRouter(tags=["models"])
 # of any name would also catch `/v1/models/{version}/promote`).
 _IMAGES = ("confusion_matrix", "training_curves")
 
-Version = Annotated[str, Path(description="a registered version, such as `v1`", examples=["v1"])]
+Version = Annotated[
+    str,
+    Path(
+        description="a registered version, such as `v1`", examples=["v1"], pattern=VERSION_PATTERN
+    ),
+]
 
 
 def _summary(v: ModelVersion) -> dict[str, object]:

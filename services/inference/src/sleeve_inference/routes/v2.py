@@ -38,6 +38,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sleeve_common.logs import REQUEST_ID
 from sleeve_common.model_signature import INPUT_NAME, OUTPUT_NAME
 from sleeve_common.settings import Settings
 from sleeve_common.strict import WHOLE_NUMBERS
@@ -85,7 +86,8 @@ def _error_response(exc: Exception) -> JSONResponse:
         status, message, headers = exc.status_code, str(exc.detail), exc.headers
     else:
         logger.exception("unexpected error in a V2 route", exc_info=exc)
-        status, message, headers = 500, "internal error; see the server log", None
+        status, headers = 500, None
+        message = f"internal error; see the server log for {REQUEST_ID.get()}"
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -170,14 +172,18 @@ class V2ModelMetadata(BaseModel):
     )
 
 
+_MAX_NAME = 64  # characters of a tensor's name or datatype
+
+
 class V2RequestInput(BaseModel):
     """One input tensor: its data in JSON, or ``binary_data_size`` bytes after the header."""
 
     model_config = ConfigDict(strict=True)
 
-    name: str
+    # Bounded: refusals name them, and a 100 KB name came back whole in the 400.
+    name: str = Field(max_length=_MAX_NAME)
     shape: list[Annotated[int, Field(ge=0), WHOLE_NUMBERS]]
-    datatype: str
+    datatype: str = Field(max_length=_MAX_NAME)
     parameters: Parameters | None = None
     data: list[Any] | None = Field(
         default=None, description="BYTES: base64 strings; UINT8: integers 0-255 (row-major)"
@@ -189,7 +195,7 @@ class V2RequestOutput(BaseModel):
 
     model_config = ConfigDict(strict=True)
 
-    name: str
+    name: str = Field(max_length=_MAX_NAME)
     parameters: Parameters | None = None
 
 
@@ -516,7 +522,8 @@ def _read_call(body: bytes, header_length: str | None) -> _Call:
         raise _V2Error(400, _invalid(exc.errors())) from None
     names = [tensor.name for tensor in header.inputs]
     if names != [INPUT_NAME]:
-        raise _V2Error(400, f"the model takes one input, {INPUT_NAME!r}; the request has {names}")
+        shown = f"{names[:5]}" if len(names) <= 5 else f"{names[:5]} and {len(names) - 5} more"
+        raise _V2Error(400, f"the model takes one input, {INPUT_NAME!r}; the request has {shown}")
     [binary] = _binary_data(header.inputs, memoryview(body)[length:])
     return _Call(
         header=header, image=header.inputs[0], binary=binary, binary_output=_binary_output(header)

@@ -9,6 +9,7 @@ several) lets each row say whether the model confidently disagrees with it.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,9 @@ class AlbumFilter:
                 )
             if key in values:
                 raise CatalogError(f"albums filter: {key!r} is given twice")
+            if any(unicodedata.category(char) == "Cc" for char in value):
+                # PostgreSQL cannot even compare a string holding NUL: a 500, not "none".
+                raise CatalogError(f"albums filter: the {key} holds a control character")
             values[key] = value
         return cls(
             source=values.get("source"),
