@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,11 +17,28 @@ from sqlalchemy.engine import make_url
 from support import make_settings
 
 from sleeve_common.db import Database, upgrade_database
+from sleeve_common.logs import RequestIdFilter
 from sleeve_common.runtime import Runtime, open_runtime
 from sleeve_common.store import ObjectStore, ObstoreStore
 
 # TensorFlow's C++ start-up chatter hides test output; warnings and errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _cli_logging_removed() -> Iterator[None]:
+    """Undo the logging set-up of a CLI run in-process: ``main([...])`` gives the root logger
+    a handler on that test's stderr, which pytest closes when the test ends, and later tests'
+    log lines would go to the closed stream (``configure_logging``'s handlers carry a
+    ``RequestIdFilter``; pytest's own handlers are left to pytest)."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        ours = any(isinstance(f, RequestIdFilter) for f in handler.filters)
+        if ours and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @contextlib.asynccontextmanager
