@@ -14,10 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from servers import LOOPBACK, S3Server, free_ports
@@ -29,6 +29,7 @@ __all__ = [
     "Answer",
     "ApiProcess",
     "Load",
+    "Stoppable",
     "a_cover",
     "is_unavailable",
     "poll",
@@ -45,6 +46,16 @@ _PACE_S = 0.02  # between two requests of one client: load, without starving 2 c
 _BROKEN = frozenset(range(500, 600)) - {503}
 
 Send = Callable[[httpx.Client], httpx.Response]
+
+
+class Stoppable(Protocol):
+    """A server a fault test stops and starts again (same port, same data)."""
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
 # Where a fault test's S3 store keeps its objects in the bucket.
 S3_PREFIX = "faults"
 
@@ -195,6 +206,46 @@ class Load:
             poll(enough, what=f"{dict(status)} {at_least} times in phase {phase!r}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last answers: {seen()}") from None
+
+    def stop_and_start(
+        self,
+        server: Stoppable,
+        *,
+        refused: Sequence[str],
+        served: Sequence[str],
+        back: Mapping[str, int],
+        up: Mapping[str, int],
+    ) -> None:
+        """Stop ``server`` until the ``refused`` requests (and readiness) got 503s and the
+        ``served`` ones 200s, start it again, wait until the ``back`` statuses show it
+        recovered by itself, then for every request's ``up`` status."""
+        self.phase = "stopping"
+        server.stop()
+        self.phase = "down"
+        self.wait_for_each("down", dict.fromkeys((*refused, "readyz"), 503), at_least=3)
+        self.wait_for_each("down", dict.fromkeys(served, 200), at_least=3)
+        self.phase = "starting"
+        server.start()
+        self.phase = "restarted"
+        self.wait_for_each("restarted", back, at_least=1)
+        self.phase = "recovered"
+        self.wait_for_each("recovered", up, at_least=3)
+
+    def check_answers(self, *, up: Mapping[str, int], refused: Sequence[str]) -> None:
+        """Before and after: every request got its ``up`` status. While down: every
+        ``refused`` request got a 503 in the error schema. In between: each answer was the
+        one of either state."""
+        for phase in ("up", "recovered"):
+            wrong = [str(a) for a in self.answers(phase) if a.status != up[a.name]]
+            assert not wrong, wrong[:10]
+        for name in refused:
+            down = self.answers("down", name)
+            assert down and all(is_unavailable(a) for a in down), [str(a) for a in down][:5]
+        for a in self.answers():
+            if a.phase not in ("up", "down", "recovered"):
+                assert a.status == up[a.name] or (
+                    a.status == 503 and (a.name == "readyz" or is_unavailable(a))
+                ), str(a)
 
     def _client(self, index: int) -> None:
         with httpx.Client(base_url=self.base, timeout=CLIENT_TIMEOUT_S) as client:
