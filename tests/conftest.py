@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from servers import S3Server, embedded_postgres, seaweedfs_s3
 from sqlalchemy.engine import make_url
-from support import make_settings
+from support import fresh_postgres_database, make_settings
 
 from sleeve_common.db import Database, upgrade_database
 from sleeve_common.logs import RequestIdFilter
@@ -41,28 +39,6 @@ def _cli_logging_removed() -> Iterator[None]:
     root.setLevel(level)
 
 
-@contextlib.asynccontextmanager
-async def _fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
-    """A new, migrated database on the PostgreSQL server, dropped afterwards."""
-    server = make_url(server_url)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(
-        host=server.host,
-        port=server.port,
-        user=server.username,
-        password=server.password,
-        database=server.database,
-    )
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = server.set(database=name).render_as_string(hide_password=False)
-        await asyncio.to_thread(upgrade_database, url)
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh, migrated database URL: a SQLite file, or a new database on the real PostgreSQL."""
@@ -71,14 +47,14 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await asyncio.to_thread(upgrade_database, url)
         yield url
         return
-    async with _fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
+    async with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
         yield url
 
 
 @pytest.fixture
 async def postgres_database_url(postgres_url: str) -> AsyncIterator[str]:
     """A fresh, migrated database on the real PostgreSQL (for tests that need only that one)."""
-    async with _fresh_postgres_database(postgres_url) as url:
+    async with fresh_postgres_database(postgres_url) as url:
         yield url
 
 

@@ -37,7 +37,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config
 
 __all__ = [
     "PostgresServer",
@@ -134,6 +137,27 @@ class S3Server:
     access_key: str
     secret_key: str
     _process: _Restartable | None = field(default=None, repr=False, compare=False)
+
+    def create_bucket(self, name: str) -> None:
+        """Create the bucket ``name`` (S3 CreateBucket, signed with this server's keys)."""
+        self._bucket_request("PUT", name)
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete the bucket ``name`` and what it holds (S3 DeleteBucket; SeaweedFS deletes a
+        bucket that is not empty)."""
+        self._bucket_request("DELETE", name)
+
+    def _bucket_request(self, method: Literal["PUT", "DELETE"], name: str) -> None:
+        import httpx
+        import obstore
+        from obstore.store import S3Store
+
+        # obstore signs bucket-level requests too: the empty key is the bucket's own path.
+        store = S3Store(name, config=_s3_config(self), client_options={"allow_http": True})
+        url = obstore.sign(store, method, "", timedelta(minutes=1))
+        answer = httpx.request(method, url, timeout=10)
+        if answer.status_code >= 300:
+            raise ServerStartError(f"{method} bucket {name}: {answer.status_code} {answer.text}")
 
     def stop(self) -> None:
         """Stop the server; its data directory stays, for ``start()``."""
@@ -522,6 +546,18 @@ def _executable(name: str, *, package: str) -> Path:
     return Path(found)
 
 
+def _s3_config(server: S3Server) -> S3Config:
+    """obstore's ``S3Config`` for this server's endpoint and keys (path-style)."""
+    return {
+        "endpoint": server.endpoint,
+        "aws_endpoint_url_s3": server.endpoint,
+        "region": "us-east-1",
+        "access_key_id": server.access_key,
+        "secret_access_key": server.secret_key,
+        "virtual_hosted_style_request": False,
+    }
+
+
 def _bucket_check(
     endpoint: str, bucket: str, access_key: str, secret_key: str
 ) -> Callable[[], bool]:
@@ -531,14 +567,7 @@ def _bucket_check(
 
     store = S3Store(
         bucket,
-        config={
-            "endpoint": endpoint,
-            "aws_endpoint_url_s3": endpoint,
-            "region": "us-east-1",
-            "access_key_id": access_key,
-            "secret_access_key": secret_key,
-            "virtual_hosted_style_request": False,
-        },
+        config=_s3_config(S3Server(endpoint, bucket, access_key, secret_key)),
         client_options={
             "allow_http": True,
             "connect_timeout": timedelta(seconds=1),

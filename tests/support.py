@@ -11,12 +11,16 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import asyncpg
 import uvicorn
+from sqlalchemy.engine import make_url
 
+from sleeve_common.db import upgrade_database
 from sleeve_common.settings import Settings
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "REPO_ROOT",
     "ThreadedUvicorn",
     "child_env",
+    "fresh_postgres_database",
     "make_settings",
     "serve_folder",
     "sleeve_process",
@@ -49,6 +54,28 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, migrated database on the PostgreSQL server at ``server_url``, dropped afterwards."""
+    server = make_url(server_url)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.username,
+        password=server.password,
+        database=server.database,
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = server.set(database=name).render_as_string(hide_password=False)
+        await asyncio.to_thread(upgrade_database, url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 class ThreadedUvicorn(uvicorn.Server):

@@ -8,13 +8,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from servers import S3Server
 
-from sleeve_common.exceptions import InvalidKey, ObjectNotFound, StoreError, StoreUnavailable
+from sleeve_common.exceptions import (
+    InvalidKey,
+    ObjectNotFound,
+    StoreRefused,
+    StoreUnavailable,
+)
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore, ObstoreStore, cover_key, open_store
 
@@ -255,24 +260,61 @@ async def test_unreachable_s3_endpoint_raises_store_unavailable_quickly(
     assert time.monotonic() - started < 10
 
 
-async def test_s3_wrong_credentials_raise_store_error(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    wrong = S3Server(s3_server.endpoint, s3_server.bucket, s3_server.access_key, "wrong-secret")
-    store = open_store(s3_settings(wrong, monkeypatch, f"s3://{s3_server.bucket}/denied"))
-    with pytest.raises(StoreError) as raised:
-        await store.get("covers/ab/x.jpg")
-    assert not isinstance(raised.value, ObjectNotFound | StoreUnavailable)
-    with pytest.raises(StoreError):
-        await store.ping()
+# How a store that answers can refuse, and what the error must say: (settings, reason).
+REFUSALS = {
+    "wrong secret key": ("secret", "(403 SignatureDoesNotMatch): the secret access key is wrong"),
+    "unknown key id": ("key id", "(403 InvalidAccessKeyId): the server does not know the access"),
+    "missing bucket": ("bucket", "(404 NoSuchBucket): the bucket does not exist"),
+}
+STORE_CALLS: dict[str, Callable[[ObjectStore], Awaitable[object]]] = {
+    "ping": lambda store: store.ping(),
+    "get": lambda store: store.get("covers/ab/x.jpg"),
+    "put": lambda store: store.put("covers/ab/x.jpg", b"x"),
+    "exists": lambda store: store.exists("covers/ab/x.jpg"),
+    "list": lambda store: store.list("covers/"),
+    "delete": lambda store: store.delete("covers/ab/x.jpg"),
+}
 
 
-async def test_s3_missing_bucket_fails_ping(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("refusal", "operation"),
+    [
+        (refusal, operation)
+        for refusal in REFUSALS
+        for operation in STORE_CALLS
+        # SeaweedFS creates a missing bucket on a PUT from an admin (AWS answers
+        # NoSuchBucket), and HEAD and DELETE answers carry no error code to tell a missing
+        # bucket from a missing object.
+        if refusal != "missing bucket" or operation in ("ping", "get", "list")
+    ],
+)
+async def test_a_store_that_answers_but_refuses_raises_store_refused(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, refusal: str, operation: str
 ) -> None:
-    store = open_store(s3_settings(s3_server, monkeypatch, "s3://no-such-bucket-here/x"))
-    with pytest.raises(StoreError, match="bucket"):
-        await store.ping()
+    """Wrong keys and a missing bucket are ``StoreRefused`` naming the cause, at once: not
+    ``StoreUnavailable`` (not retried), not ``ObjectNotFound`` (nothing is missing), and the
+    message holds neither secret key."""
+    what, reason = REFUSALS[refusal]
+    wrong_secret = f"wrong-{uuid.uuid4().hex}"
+    server = S3Server(
+        s3_server.endpoint,
+        s3_server.bucket,
+        f"nobody-{uuid.uuid4().hex[:8]}" if what == "key id" else s3_server.access_key,
+        wrong_secret if what == "secret" else s3_server.secret_key,
+    )
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:8]}" if what == "bucket" else server.bucket
+    store = open_store(s3_settings(server, monkeypatch, f"s3://{bucket}/refused"))
+    started = time.monotonic()
+    with pytest.raises(StoreRefused) as raised:
+        await STORE_CALLS[operation](store)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    if operation != "exists":
+        assert reason in message
+    else:  # a HEAD answer has no body: only its status
+        assert "the store refuses (403): access denied" in message
+    assert f"s3://{bucket}/refused" in message
+    assert wrong_secret not in message and s3_server.secret_key not in message
 
 
 async def test_s3_prefixes_isolate_stores(

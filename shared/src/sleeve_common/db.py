@@ -22,12 +22,21 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from sleeve_common.exceptions import DatabaseUnavailable
+from sleeve_common.exceptions import ConfigError, DatabaseUnavailable
 
-__all__ = ["Database", "upgrade_database"]
+__all__ = ["Database", "asyncpg_url", "upgrade_database"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CONNECT_TIMEOUT_S = 5
+# libpq's sslmode values, which asyncpg takes under another name: its ``ssl`` argument.
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq's TLS files, which asyncpg takes from the environment only (as libpq does too).
+_SSL_FILES = {
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+}
 
 
 class Database:
@@ -48,7 +57,7 @@ class Database:
         self.url = url
         parsed = make_url(url)
         connect_args: dict[str, Any] = {}
-        engine_url = url
+        engine_url = _engine_url(url)
         if parsed.get_backend_name() == "sqlite":
             engine_url = _existing_sqlite_file(url)
             # Writers wait for each other instead of failing with "database is locked".
@@ -123,6 +132,55 @@ class Database:
         await self.engine.dispose()
 
 
+def asyncpg_url(url: str) -> str:
+    """The PostgreSQL URL as asyncpg takes it: libpq's ``sslmode`` becomes ``ssl``.
+
+    asyncpg understands libpq's six modes (``disable`` … ``verify-full``) but only as its
+    ``ssl`` argument, and SQLAlchemy hands every query parameter to it as a keyword, so
+    ``?sslmode=require`` (the usual spelling) failed at the first connection with a
+    ``TypeError``. A mode that is not one of the six, two that disagree, and libpq's TLS file
+    parameters (asyncpg reads those from ``PGSSLROOTCERT`` and the like) raise ``ValueError``
+    with a one-line reason that never repeats the URL (it may hold a password). Other URLs
+    come back as they are.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url
+    query = parsed.query
+    for name, variable in _SSL_FILES.items():
+        if name in query:
+            raise ValueError(
+                f"{name} in the URL is not supported: set the {variable} environment variable "
+                "instead (asyncpg reads it)"
+            )
+    modes: dict[str, str] = {}
+    for name in ("sslmode", "ssl"):
+        value = query.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{name} is given {len(value)} times")
+        if value not in _SSL_MODES:
+            shown = value if len(value) <= 40 else f"{value[:37]}..."
+            raise ValueError(f"{name} {shown!r} is not one of {', '.join(_SSL_MODES)}")
+        modes[name] = value
+    if len(set(modes.values())) > 1:
+        raise ValueError(f"sslmode={modes['sslmode']} and ssl={modes['ssl']} disagree")
+    if "sslmode" not in modes:
+        return url
+    translated = parsed.difference_update_query(["sslmode"]).update_query_dict(
+        {"ssl": modes["sslmode"]}
+    )
+    return translated.render_as_string(hide_password=False)
+
+
+def _engine_url(url: str) -> str:
+    try:
+        return asyncpg_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"database URL: {exc}") from None
+
+
 def _existing_sqlite_file(url: str) -> str:
     """The URL as a SQLite URI that opens the file read-write and never creates it."""
     parsed = make_url(url)
@@ -174,7 +232,7 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     if make_url(url).get_backend_name() == "sqlite":
         _make_sqlite_folder(url)
     try:
-        command.upgrade(_alembic_config(url), revision)
+        command.upgrade(_alembic_config(_engine_url(url)), revision)
     except (OSError, OperationalError, DBAPIError, TimeoutError) as exc:
         raise DatabaseUnavailable(
             f"cannot migrate the database at {make_url(url).render_as_string(hide_password=True)}: "

@@ -12,6 +12,7 @@ SleeveError
  │    └── LeaseLost       another worker owns the job now
  └── StoreError
       ├── StoreUnavailable the object store cannot be reached
+      ├── StoreRefused     it answers but refuses: wrong keys, no permission, no such bucket
       ├── ObjectNotFound   no object under that key
       └── InvalidKey       a key that could escape the store or is malformed
 """
@@ -32,6 +33,7 @@ __all__ = [
     "ObjectNotFound",
     "SleeveError",
     "StoreError",
+    "StoreRefused",
     "StoreUnavailable",
 ]
 
@@ -82,6 +84,12 @@ class StoreError(SleeveError):
 
 class StoreUnavailable(StoreError):
     """The object store cannot be reached."""
+
+
+class StoreRefused(StoreError):
+    """The object store answers but refuses every request: wrong or revoked credentials, no
+    permission on the bucket, or a bucket that does not exist. Unlike ``StoreUnavailable`` it
+    does not pass by itself: someone must fix the keys or the bucket."""
 
 
 class ObjectNotFound(StoreError):

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from sleeve_common.db import asyncpg_url
 from sleeve_common.exceptions import ConfigError
 from sleeve_common.genres import normalize_genre
 
@@ -175,6 +176,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("store_url")
+        asyncpg_url(value)  # libpq's sslmode is translated; a bad one is refused here, at start
     @classmethod
     def _store_scheme(cls, value: str) -> str:
         if not value.startswith(("file://", "s3://")):

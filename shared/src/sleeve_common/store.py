@@ -18,7 +18,11 @@ Both backends are ``obstore`` stores wrapped by ``ObstoreStore``:
 
 Every obstore or OS error is translated into the common package's errors:
 ``ObjectNotFound``, ``StoreUnavailable`` (connection refused, timeouts, DNS, 5xx after
-obstore's bounded retries), ``InvalidKey``, otherwise ``StoreError``.
+obstore's bounded retries), ``StoreRefused`` (the server answers but refuses: an unknown
+access key id, a wrong secret key, access denied, a bucket that does not exist; the S3 error
+code says which), ``InvalidKey``, otherwise ``StoreError``. A missing bucket is never
+``ObjectNotFound``: S3 answers 404 for it too, and "the model file is missing" would send an
+operator looking for the wrong thing.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from sleeve_common.exceptions import (
     InvalidKey,
     ObjectNotFound,
     StoreError,
+    StoreRefused,
     StoreUnavailable,
 )
 
@@ -76,6 +81,19 @@ _UNREACHABLE_MARKERS = (
     "request or response body error",
     "non-2xx status code: 5",
 )
+# S3 error codes of a server that answers but refuses, and what each means for an operator.
+_REFUSALS = {
+    "NoSuchBucket": "the bucket does not exist",
+    "InvalidAccessKeyId": "the server does not know the access key id (SLEEVE_S3_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": "the secret access key is wrong (SLEEVE_S3_SECRET_ACCESS_KEY)",
+    "InvalidToken": "the session token is invalid",
+    "ExpiredToken": "the session token has expired",
+    "AccessDenied": "access denied: these credentials may not use this bucket",
+    "AllAccessDisabled": "access to the bucket is disabled",
+    "AccountProblem": "the account cannot be used",
+}
+_S3_CODE = re.compile(r"<Code>([A-Za-z]{1,64})</Code>")
+_STATUS = re.compile(r"non-2xx status code: (\d{3})\b")
 
 
 @runtime_checkable
@@ -209,19 +227,19 @@ class ObstoreStore:
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        with _translate("put", key):
+        with _translate("put", key, self._location):
             await obstore.put_async(self._backend, path, data)
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
-        with _translate("get", key):
+        with _translate("get", key, self._location):
             result = await obstore.get_async(self._backend, path)
             return bytes(await result.bytes_async())
 
     async def exists(self, key: str) -> bool:
         path = self._path(key)
         try:
-            with _translate("head", key):
+            with _translate("head", key, self._location):
                 await obstore.head_async(self._backend, path)
         except ObjectNotFound:
             return False
@@ -230,11 +248,11 @@ class ObstoreStore:
     async def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            with _translate("delete", key):
+            with _translate("delete", key, self._location):
                 await obstore.delete_async(self._backend, path)
         except ObjectNotFound:
             return
-        except StoreUnavailable:
+        except (StoreUnavailable, StoreRefused):
             raise
         except StoreError:
             # A local directory under this name is a prefix, not an object: like S3,
@@ -257,7 +275,7 @@ class ObstoreStore:
         directory = prefix.rpartition("/")[0]
         listing = "/".join(part for part in (self._prefix, directory) if part)
         strip = f"{self._prefix}/" if self._prefix else ""
-        with _translate("list", prefix):
+        with _translate("list", prefix, self._location):
             async for chunk in obstore.list(self._backend, listing or None, chunk_size=page_size):
                 keys = [
                     key
@@ -268,7 +286,8 @@ class ObstoreStore:
                     yield keys
 
     async def ping(self) -> None:
-        """Raise ``StoreUnavailable`` if unreachable, ``StoreError`` if reachable but unusable."""
+        """Raise ``StoreUnavailable`` if unreachable, ``StoreRefused`` if it refuses the
+        credentials or has no such bucket, another ``StoreError`` if unusable otherwise."""
         if isinstance(self._backend, LocalStore):
             root = self._backend.prefix
             if root is not None:
@@ -391,20 +410,38 @@ def _summary(exc: BaseException) -> str:
     return str(exc).split("\n", 1)[0].strip() or type(exc).__name__
 
 
+def _refusal(exc: BaseException) -> str | None:
+    """``(<status> <S3 code>): <what it means>`` if the server refused ``exc``, else None."""
+    text = str(exc)
+    status = _STATUS.search(text)
+    code = _S3_CODE.search(text)
+    if code is not None and code.group(1) in _REFUSALS:
+        where = f"{status.group(1)} {code.group(1)}" if status else code.group(1)
+        return f"({where}): {_REFUSALS[code.group(1)]}"
+    if status is not None and status.group(1) in ("401", "403"):
+        return f"({status.group(1)}): access denied"  # a HEAD answer has no body to say more
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError):  # a local file, say
+        return f"(access denied): {_summary(exc)}"
+    return None
+
+
 @contextlib.contextmanager
-def _translate(action: str, subject: str) -> Iterator[None]:
+def _translate(action: str, subject: str, store: str | None = None) -> Iterator[None]:
     """Re-raise obstore and OS errors as the common package's store errors."""
     try:
         yield
     except (StoreError, ConfigError):
         raise
-    except FileNotFoundError as exc:  # obstore raises the builtin for a missing object
-        raise ObjectNotFound(f"no object under {_show(subject)}") from exc
-    except InvalidPathError as exc:
-        raise InvalidKey(f"{action} {_show(subject)}: {_summary(exc)}") from exc
-    except (PermissionDeniedError, UnauthenticatedError) as exc:
-        raise StoreError(f"{action} {_show(subject)}: access denied: {_summary(exc)}") from exc
     except (BaseError, OSError, ValueError) as exc:
+        where = f"{action} {_show(subject)}" + (f" in {store}" if store else "")
+        # Before FileNotFoundError: a missing bucket is a 404 too.
+        refusal = _refusal(exc) if isinstance(exc, BaseError | FileNotFoundError) else None
+        if refusal is not None:
+            raise StoreRefused(f"{where}: the store refuses {refusal}") from exc
+        if isinstance(exc, FileNotFoundError):  # obstore raises the builtin for a missing object
+            raise ObjectNotFound(f"no object under {_show(subject)}") from exc
+        if isinstance(exc, InvalidPathError):
+            raise InvalidKey(f"{action} {_show(subject)}: {_summary(exc)}") from exc
         summary = _summary(exc)
         text = str(exc)
         if (
@@ -413,6 +450,4 @@ def _translate(action: str, subject: str) -> Iterator[None]:
             or "kind: Timeout," in text
         ):
             raise StoreUnavailable(f"{action} {_show(subject)}: {summary}") from exc
-        if "NoSuchBucket" in text:
-            raise StoreError(f"{action} {_show(subject)}: the bucket does not exist") from exc
         raise StoreError(f"{action} {_show(subject)}: {summary}") from exc

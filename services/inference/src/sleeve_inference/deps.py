@@ -54,8 +54,24 @@ def _require_api_key(
         )
     if given is None:
         raise ApiError(401, "unauthorized", "send the API key in the X-API-Key header")
-    if not hmac.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
+    if not _is_the_key(given, settings.api_key.get_secret_value()):
         raise ApiError(401, "unauthorized", "wrong API key")
+
+
+def _is_the_key(given: str, key: str) -> bool:
+    """Whether the header holds the key, decided by one constant-time comparison of bytes.
+
+    Starlette decodes header bytes as Latin-1, so encoding ``given`` back as Latin-1 gives the
+    bytes the client sent; the key is compared as UTF-8, what a client sends for a key that
+    is not ASCII (before, such a key could never match: the header's UTF-8 bytes, decoded as
+    Latin-1, were encoded again as UTF-8). No length check first: ``compare_digest`` takes
+    unequal lengths and tells nothing but the length.
+    """
+    try:
+        sent = given.encode("latin-1")
+    except UnicodeEncodeError:  # not from an HTTP header
+        return False
+    return hmac.compare_digest(sent, key.encode("utf-8"))
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]

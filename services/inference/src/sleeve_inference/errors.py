@@ -9,6 +9,10 @@ ApiError (carries status, code, message, headers)
  TooManyPixels → 413, DatabaseUnavailable/StoreUnavailable → 503, SQLAlchemy's
  OperationalError/InterfaceError and any DBAPIError that invalidated its connection (the
  database went away mid-request, a server shutting down) → 503,
+ StoreRefused (wrong S3 keys, a deleted bucket) → 503 ``store_refused`` without Retry-After:
+ the request was fine and the server cannot answer it, as when the store is down, but it will
+ not pass by itself, and its own code keeps it apart from an outage (and from the 500s that
+ mean a bug),
  NoModelLoaded/NoModel → 503, Overloaded/QueueFull → 503 with Retry-After,
  DeadlineExceeded → 503,
  anything else → 500, still in this JSON shape (``UnhandledErrors``), naming the request id
@@ -36,6 +40,7 @@ from sleeve_common.exceptions import (
     ModelUnusable,
     NotFound,
     SleeveError,
+    StoreRefused,
     StoreUnavailable,
 )
 from sleeve_common.images import InvalidImage
@@ -110,7 +115,9 @@ _MEANINGS = {
     409: "the resource is in a state that does not allow this",
     413: "the body is over the size limit: SLEEVE_MAX_UPLOAD_BYTES for each image it may hold",
     422: "a parameter or a field of the body is invalid; the message names it",
-    503: "the database or the object store cannot be reached; try again shortly",
+    503: "the database or the object store cannot be reached (`unavailable`: try again "
+    "shortly), or the store refuses the server's credentials or has no such bucket "
+    "(`store_refused`: an operator must fix the store's settings)",
 }
 
 
@@ -275,5 +282,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, DatabaseUnavailable | StoreUnavailable):
             logger.error("dependency down: %s", exc)
             return _json(503, "unavailable", str(exc))
+        if isinstance(exc, StoreRefused):
+            logger.error("object store refuses: %s", exc)
+            return _json(503, "store_refused", str(exc))
         logger.exception("unexpected Sleeve error")
         return _internal_error()

@@ -16,7 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sleeve_common.bootstrap import FirstModelStatus, first_model_status
-from sleeve_common.exceptions import DatabaseUnavailable, NotFound, StoreUnavailable
+from sleeve_common.exceptions import (
+    DatabaseUnavailable,
+    NotFound,
+    StoreRefused,
+    StoreUnavailable,
+)
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import resolve_serving_version
 from sleeve_common.runtime import Runtime
@@ -113,8 +118,9 @@ class ModelHolder:
         through ``last_error`` (readiness, 503 answers) instead of taking the server down."""
         try:
             await self.refresh()
-        except (DatabaseUnavailable, StoreUnavailable) as exc:
-            # A dependency down for a while says so each time, without a traceback.
+        except (DatabaseUnavailable, StoreUnavailable, StoreRefused) as exc:
+            # A dependency down (or refusing) for a while says so each time, without a
+            # traceback.
             logger.warning("could not look for the model to serve, keeping what is loaded: %s", exc)
         except Exception:
             logger.exception("could not load the model to serve; keeping what is loaded")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sleeve_common.exceptions import DatabaseUnavailable, StoreUnavailable
+from sleeve_common.exceptions import DatabaseUnavailable, StoreError
 from sleeve_inference.deps import ModelsDep, RuntimeDep
 
 __all__ = ["router"]
@@ -65,7 +65,7 @@ async def readyz(runtime: RuntimeDep, models: ModelsDep) -> JSONResponse:
     try:
         await runtime.store.ping()
         checks["store"] = "ok"
-    except StoreUnavailable as exc:
+    except StoreError as exc:  # down, refusing (keys, bucket) or otherwise unusable
         checks["store"] = str(exc)
     model = await models.get()
     checks["model"] = f"ok ({model.version})" if model else (models.last_error or "not loaded")

@@ -166,7 +166,8 @@ async def iter_chunks(
 
 
 async def read_item(item: Item, *, store: ObjectStore, fetcher: UrlFetcher) -> bytes:
-    """The item's bytes, or ``ItemUnreadable`` saying why (``StoreUnavailable`` propagates)."""
+    """The item's bytes, or ``ItemUnreadable`` saying why (a store that is down or refuses,
+    ``StoreUnavailable`` or ``StoreRefused``, propagates: no item is to blame)."""
     if item.locator is None:
         raise ItemUnreadable(f"the manifest gives no {item.kind} for this item")
     try:
