@@ -6,6 +6,7 @@ scrape a folder → build a dataset → train and export → serve → predict a
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from PIL import Image
 from servers import S3Server
 from support import BASE_WEIGHTS, DISCOGS5
 
@@ -96,6 +98,12 @@ def test_thin_path_from_folder_to_prediction(
     )
     assert job.progress_message is not None and "model v2 (candidate)" in job.progress_message
 
+    # Every report image is linked and served, titled with the version registration named.
+    figures = ("confusion matrix", "training curves", "reliability diagram", "test covers")
+    expected = [f"{version} — {figure}" for version in ("v1", "v2") for figure in figures]
+    titles = [title.partition(" (ECE")[0] for title in asyncio.run(_report_titles())]
+    assert sorted(titles) == sorted(expected)
+
     predictions = asyncio.run(_predict(held_back))
 
     assert predictions["model_version"] == "v1"  # v2 is a candidate until promoted
@@ -123,6 +131,24 @@ async def _train_through_the_queue() -> Job:
         )
         assert ran == 1
         return await queue.get(job_id)
+
+
+async def _report_titles() -> list[str]:
+    """The titles of the report images `GET /v1/models` links, fetched from those links."""
+    from sleeve_inference.app import create_app
+
+    app = create_app(load_settings())
+    titles = []
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        for model in (await client.get("/v1/models")).json():
+            for url in model["images"].values():
+                image = await client.get(url)
+                assert image.status_code == 200, image.text
+                titles.append(Image.open(io.BytesIO(image.content)).text["Title"])
+    return titles
 
 
 async def _predict(images: list[Path]) -> dict[str, object]:

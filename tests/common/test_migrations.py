@@ -12,7 +12,7 @@ from sqlalchemy import inspect, select, text
 
 import sleeve_common
 from sleeve_common.db import Database, upgrade_database
-from sleeve_common.models import Base, ScrapeRun, ScrapeRunStatus
+from sleeve_common.models import Base, ModelVersion, ScrapeRun, ScrapeRunStatus
 
 
 async def test_models_and_migrations_agree(database: Database) -> None:
@@ -71,5 +71,32 @@ async def test_scrape_run_records_upgrade_from_0003_and_downgrade(database_url: 
         assert (run.rejected_by_reason, run.seen_by_genre, run.errors_by_kind) == ({}, {}, {})
         assert run.heartbeat_at is None
         assert run.reported_status(heartbeat_s=10) is ScrapeRunStatus.INTERRUPTED
+    finally:
+        await database.aclose()
+
+
+async def test_model_version_promotion_upgrades_from_0004_and_downgrades(database_url: str) -> None:
+    """0005 gives existing versions no promotion decision; its downgrade removes the column."""
+    await asyncio.to_thread(_downgrade, database_url, "0004")
+    database = Database(database_url)
+    try:
+        async with database.session() as session:
+            columns = await session.run_sync(
+                lambda s: {c["name"] for c in inspect(s.connection()).get_columns("model_versions")}
+            )
+            assert "promotion" not in columns
+            await session.execute(
+                text(
+                    "INSERT INTO model_versions (version, stage, labels, input_spec, metrics, "
+                    "onnx_key, onnx_sha256, onnx_bytes, report_keys, created_at) VALUES ('v1', "
+                    "'production', '[\"pop\"]', '{}', '{}', 'm.onnx', :sha, 1, '{}', :created)"
+                ),
+                {"sha": "0" * 64, "created": datetime(2026, 1, 1)},
+            )
+        await database.engine.dispose()
+        await asyncio.to_thread(upgrade_database, database_url)
+        async with database.session() as session:
+            [version] = (await session.execute(select(ModelVersion))).scalars()
+        assert (version.version, version.stage, version.promotion) == ("v1", "production", None)
     finally:
         await database.aclose()

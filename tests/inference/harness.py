@@ -8,7 +8,7 @@ import hashlib
 import io
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,8 +100,11 @@ async def register_model(
     *,
     bias: np.ndarray = _BIAS,
     stored_onnx: bytes | None = None,
+    metrics: dict[str, Any] = METRICS,
+    images: Sequence[str] = ("confusion_matrix",),
 ) -> Registered:
-    """Store the tiny model and a confusion-matrix PNG and register them.
+    """Store the tiny model and a PNG per report image in ``images`` and register them. The
+    n-th image is white, (32 + n)x32 pixels: a test can tell which one it got.
 
     ``stored_onnx`` puts other bytes under the key than the ones the registry's sha256
     describes (a tampered or corrupted store).
@@ -109,19 +112,20 @@ async def register_model(
     data = build_onnx_model(bias)
     sha = hashlib.sha256(data).hexdigest()
     onnx_key = f"models/{sha[:16]}/model.onnx"
-    png_key = f"models/{sha[:16]}/confusion-matrix.png"
     await store.put(onnx_key, data if stored_onnx is None else stored_onnx)
-    await store.put(png_key, image_bytes((255, 255, 255), (32, 32)))
+    report_keys = {name: f"models/{sha[:16]}/{name}.png" for name in images}
+    for n, key in enumerate(report_keys.values()):
+        await store.put(key, image_bytes((255, 255, 255), (32 + n, 32)))
     version = await register_model_version(
         db=db,
         training_run_id=None,
         labels=list(LABELS),
         input_spec=INPUT_SPEC,
-        metrics=METRICS,
+        metrics=metrics,
         onnx_key=onnx_key,
         onnx_sha256=sha,
         onnx_bytes=len(data),
-        report_keys={"confusion_matrix": png_key},
+        report_keys=report_keys,
     )
     return Registered(version=version, onnx=data)
 

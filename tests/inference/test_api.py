@@ -5,6 +5,7 @@ Every test runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
@@ -14,11 +15,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import update
 from support import DISCOGS5, make_settings
 
 from sleeve_common.db import Database
 from sleeve_common.models import Dataset, ModelVersion
+from sleeve_common.registry import REPORT_IMAGES
 from sleeve_common.runtime import Runtime
 from sleeve_common.settings import Settings
 from sleeve_common.store import ObjectStore
@@ -38,6 +41,26 @@ from .harness import (
     serve,
 )
 
+# What the trainer records for a version (sleeve_trainer.report.evaluate, the split sizes),
+# with a baseline and a figure the API does not know: all of it is served as stored.
+REPORT_METRICS = {
+    "accuracy": 0.5,
+    "macro_f1": 0.4,
+    "top2_accuracy": 0.75,
+    "top3_accuracy": 1.0,
+    "log_loss": 0.9,
+    "expected_calibration_error": 0.12,
+    "calibration_bins": [
+        {"lower": 0.0, "upper": 0.5, "count": 0, "confidence": None, "accuracy": None},
+        {"lower": 0.5, "upper": 1.0, "count": 6, "confidence": 0.62, "accuracy": 0.5},
+    ],
+    "per_class": {g: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for g in LABELS},
+    "confusion_matrix": [[1, 1, 0], [0, 1, 1], [1, 0, 1]],
+    "baselines": {"colour_histogram": {"accuracy": 0.3, "macro_f1": 0.25, "top2_accuracy": 0.5}},
+    "test_size": 6,
+    "export_max_abs_diff": 1e-6,
+    "embedding_seconds": 12.5,
+}
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)
@@ -348,17 +371,58 @@ async def test_model_detail_and_its_confusion_matrix(
     assert response.status_code == 200, response.text
     detail = response.json()
     assert detail["labels"] == LABELS
-    assert detail["metrics"] == METRICS
+    assert {name: detail["metrics"][name] for name in METRICS} == METRICS
+    # Figures this version's trainer did not record are null, not missing.
+    assert detail["metrics"]["top3_accuracy"] is None
+    assert detail["metrics"]["baselines"] is None
     assert detail["input_spec"] == INPUT_SPEC
     assert detail["onnx_sha256"] == registered.version.onnx_sha256
     assert detail["onnx_bytes"] == len(registered.onnx)
-    assert detail["training_curves_url"] is None
-    assert detail["confusion_matrix_url"].endswith("/v1/models/v1/confusion-matrix.png")
+    assert detail["images"] == {"confusion_matrix": "http://test/v1/models/v1/confusion-matrix.png"}
 
-    image = await api.get(detail["confusion_matrix_url"])
+    image = await api.get(detail["images"]["confusion_matrix"])
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
     assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_every_report_image_is_linked_by_the_list_and_served(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore]
+) -> None:
+    await register_model(*registry, bias=np.array([0.0, 0.0, 50.0]), images=REPORT_IMAGES)
+
+    listed = {m["version"]: m["images"] for m in (await api.get("/v1/models")).json()}
+
+    assert listed["v1"] == {"confusion_matrix": "http://test/v1/models/v1/confusion-matrix.png"}
+    assert listed["v2"] == {
+        "confusion_matrix": "http://test/v1/models/v2/confusion-matrix.png",
+        "training_curves": "http://test/v1/models/v2/training-curves.png",
+        "reliability_diagram": "http://test/v1/models/v2/reliability-diagram.png",
+        "cover_grid": "http://test/v1/models/v2/cover-grid.png",
+    }
+    assert (await api.get("/v1/models/v2")).json()["images"] == listed["v2"]
+    for n, name in enumerate(REPORT_IMAGES):
+        image = await api.get(listed["v2"][name])
+        assert image.status_code == 200, image.text
+        assert image.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(image.content)).size == (32 + n, 32)  # its own image
+
+
+async def test_model_detail_is_the_full_report(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore]
+) -> None:
+    await register_model(*registry, bias=np.array([0.0, 0.0, 50.0]), metrics=REPORT_METRICS)
+
+    response = await api.get("/v1/models/v2")
+
+    assert response.status_code == 200, response.text
+    metrics = response.json()["metrics"]
+    assert {name: metrics[name] for name in REPORT_METRICS} == REPORT_METRICS
+    assert metrics["train_size"] is None  # not recorded: null
+    declared = (await api.get("/openapi.json")).json()["components"]["schemas"]["ModelMetrics"]
+    assert {"top3_accuracy", "log_loss", "expected_calibration_error", "baselines"} <= set(
+        declared["properties"]
+    )
 
 
 async def test_unknown_model_version_is_404(api: httpx.AsyncClient) -> None:
@@ -367,10 +431,27 @@ async def test_unknown_model_version_is_404(api: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_or_missing_model_image_is_404(api: httpx.AsyncClient) -> None:
-    assert_error(await api.get("/v1/models/v1/secrets.png"), 404, "not_found")
+    unknown = await api.get(f"/v1/models/v1/secrets{'x' * 5000}.png")
+    assert_error(unknown, 404, "not_found", "cover-grid")
+    assert "secrets" not in unknown.text  # a name of any length is not echoed
     assert_error(
         await api.get("/v1/models/v1/training-curves.png"), 404, "not_found", "training curves"
     )
+
+
+async def test_a_report_image_gone_from_the_store_is_404(
+    api: httpx.AsyncClient, registry: tuple[Database, ObjectStore]
+) -> None:
+    db, store = registry
+    await register_model(db, store, bias=np.array([0.0, 0.0, 50.0]), images=REPORT_IMAGES)
+    detail = (await api.get("/v1/models/v2")).json()
+    key = next(k for k in await store.list("models/") if k.endswith("cover_grid.png"))
+    await store.delete(key)
+
+    gone = await api.get(detail["images"]["cover_grid"])
+
+    assert_error(gone, 404, "not_found", "model v2's cover grid is missing from the store")
+    assert (await api.get(detail["images"]["confusion_matrix"])).status_code == 200
 
 
 async def test_no_image_path_shadows_the_promotion(api: httpx.AsyncClient) -> None:

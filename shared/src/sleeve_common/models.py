@@ -314,6 +314,9 @@ class ModelVersion(Base):
     report_keys: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     promoted_at: Mapped[datetime | None]
+    # The automatic promotion's decision on this version when it was registered, with both
+    # models' figures (``sleeve_common.registry.PromotionDecision``); None when none was made.
+    promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ScoringJob(Base):

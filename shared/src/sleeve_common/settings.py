@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Trainer.
     base_weights: str = "imagenet"
     train_batch_size: int = Field(default=32, ge=1, le=1024)
+    # A newly registered candidate replaces production only if it scores a higher macro F1
+    # on production's own test covers (sleeve_trainer/promotion.py); off = promote by hand.
+    auto_promote: bool = False
 
     # First run: `sleeve run` trains a first model while the registry is empty (bootstrap.py).
     bootstrap: bool = True
@@ -173,10 +176,10 @@ class Settings(BaseSettings):
             ) from None
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port {port} is not between 1 and 65535")
+        asyncpg_url(value)  # libpq's sslmode is translated; a bad one is refused here, at start
         return value
 
     @field_validator("store_url")
-        asyncpg_url(value)  # libpq's sslmode is translated; a bad one is refused here, at start
     @classmethod
     def _store_scheme(cls, value: str) -> str:
         if not value.startswith(("file://", "s3://")):

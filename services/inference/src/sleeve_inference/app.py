@@ -33,7 +33,7 @@ _DESCRIPTION = """
 Sleeve tells an album's genre from its cover art.
 
 * **Predict**: upload one or more covers to `POST /v1/predict`.
-* **Models**: the registry, with metrics and the confusion matrix of each version.
+* **Models**: the registry, with the evaluation report of each version (metrics and images).
 * **Work**: queue scrapes and training runs (needs the `X-API-Key` header).
 """
 

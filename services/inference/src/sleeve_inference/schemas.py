@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from sleeve_common.registry import PromotionDecision
 from sleeve_common.strict import JsonIntOrNone
 
 # A model version as the registry names them (``v1``, ``v2``, ...) or could: what does not
@@ -16,12 +17,16 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 __all__ = [
     "VERSION_PATTERN",
+    "BaselineScores",
+    "CalibrationBin",
+    "ClassScores",
     "GenreScore",
     "ImagePrediction",
     "ItemError",
     "JobAccepted",
     "JobView",
     "ModelDetail",
+    "ModelMetrics",
     "ModelSummary",
     "PredictResponse",
     "PredictUrlsRequest",
@@ -101,15 +106,94 @@ class ModelSummary(BaseModel):
     accuracy: float | None
     macro_f1: float | None
     created_at: datetime
+    images: dict[str, str] = Field(
+        description="links to the version's report images (PNG, each titled with the "
+        "version) by name: `confusion_matrix`, `training_curves`, `reliability_diagram`, "
+        "`cover_grid`; only those it has",
+        examples=[{"confusion_matrix": "http://localhost:8000/v1/models/v1/confusion-matrix.png"}],
+    )
+    card_url: str | None = Field(
+        description="the version's model card; null for a version registered without one",
+        examples=["http://localhost:8000/v1/models/v1/card"],
+    )
+
+
+class ClassScores(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int = Field(description="test covers of this genre")
+
+
+class CalibrationBin(BaseModel):
+    """One of the 15 equal-width confidence bins of the reliability diagram, (lower, upper]."""
+
+    lower: float
+    upper: float
+    count: int = Field(description="test covers whose top probability falls in the bin")
+    confidence: float | None = Field(description="their mean top probability; null if none")
+    accuracy: float | None = Field(description="the share of them answered right; null if none")
+
+
+class BaselineScores(BaseModel):
+    """A simple baseline's scores on the same test split; other figures it has pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float | None = None
+    macro_f1: float | None = None
+
+
+class ModelMetrics(BaseModel):
+    """The version's evaluation on its test split. A figure the version's trainer did not
+    record (an older version) is null; other figures it recorded pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float | None = Field(None, description="top-1 accuracy")
+    macro_f1: float | None = Field(None, description="F1 averaged over genres, unweighted")
+    top2_accuracy: float | None = Field(None, description="true genre among the top 2")
+    top3_accuracy: float | None = Field(None, description="true genre among the top 3")
+    log_loss: float | None = Field(
+        None,
+        description="mean of -ln p(true genre), p clipped to [1e-15, 1] (natural log)",
+    )
+    expected_calibration_error: float | None = Field(
+        None,
+        description="sum over the 15 confidence bins of (covers in bin / covers) * "
+        "|accuracy - mean confidence|; 0 is perfectly calibrated",
+    )
+    calibration_bins: list[CalibrationBin] | None = None
+    per_class: dict[str, ClassScores] | None = Field(None, description="by genre")
+    confusion_matrix: list[list[int]] | None = Field(
+        None, description="counts; rows are true genres, columns predicted ones, in label order"
+    )
+    baselines: dict[str, BaselineScores] | None = Field(
+        None,
+        description="simple baselines trained and scored on the same split, by name",
+        examples=[{"colour_histogram": {"accuracy": 0.31, "macro_f1": 0.29}}],
+    )
+    test_size: int | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    export_max_abs_diff: float | None = Field(
+        None, description="largest difference between the ONNX and Keras outputs"
+    )
 
 
 class ModelDetail(ModelSummary):
-    metrics: dict[str, Any]
+    """A version with its full evaluation report: the figures in ``metrics``, the images
+    linked in ``images``."""
+
+    metrics: ModelMetrics
     input_spec: dict[str, Any]
     onnx_sha256: str
     onnx_bytes: int
-    confusion_matrix_url: str | None
-    training_curves_url: str | None
+    promotion: PromotionDecision | None = Field(
+        description="the automatic promotion's decision when the version was registered "
+        "(SLEEVE_AUTO_PROMOTE), with both models' figures on production's test covers; null "
+        "when none was made"
+    )
 
 
 class JobAccepted(BaseModel):

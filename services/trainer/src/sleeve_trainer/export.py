@@ -14,24 +14,15 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from sleeve_common.model_signature import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from sleeve_trainer.exceptions import ExportMismatch
+from sleeve_trainer.onnx_session import ORT_ERRORS, open_cpu_session
 
 __all__ = ["export_onnx", "verify_export"]
 
 logger = logging.getLogger(__name__)
 
-# ONNX Runtime's own error types; none derives from a common base below Exception.
-_ORT_ERRORS = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-)
 _VERIFY_BATCH = 32
 
 
@@ -89,8 +80,8 @@ def verify_export(
             f"got {images.dtype} {images.shape}"
         )
     try:
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    except _ORT_ERRORS as exc:
+        session = open_cpu_session(onnx_bytes)
+    except ORT_ERRORS as exc:
         raise ExportMismatch(f"ONNX Runtime cannot load the export: {exc}") from exc
     num_classes = int(classifier.output_shape[-1])
     _check_signature(session, num_classes)
@@ -100,7 +91,7 @@ def verify_export(
         expected = np.asarray(classifier.predict_on_batch(batch), dtype=np.float32)
         try:
             (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
-        except _ORT_ERRORS as exc:
+        except ORT_ERRORS as exc:
             raise ExportMismatch(f"ONNX Runtime failed on the check images: {exc}") from exc
         if actual.shape != expected.shape:
             raise ExportMismatch(f"ONNX output {actual.shape} but Keras output {expected.shape}")

@@ -6,6 +6,7 @@ TensorFlow work runs in a worker thread so progress keeps flowing to the termina
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,12 @@ from sleeve_common.registry import register_model_version
 from sleeve_common.runtime import Runtime
 from sleeve_trainer.datasets import DatasetMemberRow, dataset_members
 from sleeve_trainer.exceptions import DatasetTooSmall
+from sleeve_trainer.model_card import store_model_card
+from sleeve_trainer.promotion import promote_if_better
+
+if TYPE_CHECKING:
+    from sleeve_common.store import ObjectStore
+    from sleeve_trainer.report import CoverPicks
 
 __all__ = ["TrainingOutcome", "run_training"]
 
@@ -51,8 +58,7 @@ class _Artifacts:
     onnx: bytes
     metrics: dict[str, Any]
     history: dict[str, list[float]]
-    confusion_png: bytes
-    curves_png: bytes
+    covers: CoverPicks  # the test covers of the report's grid
 
 
 async def run_training(
@@ -97,32 +103,43 @@ async def run_training(
             stopped.set()
             raise
         prefix = f"models/run-{run_id}"
-        keys = {
-            "onnx": f"{prefix}/model.onnx",
-            "confusion_matrix": f"{prefix}/confusion_matrix.png",
-            "training_curves": f"{prefix}/training_curves.png",
-            "report": f"{prefix}/report.json",
-        }
-        await runtime.store.put(keys["onnx"], artifacts.onnx)
-        await runtime.store.put(keys["confusion_matrix"], artifacts.confusion_png)
-        await runtime.store.put(keys["training_curves"], artifacts.curves_png)
-        report_doc = {
-            "dataset": ds.name,
-            "options": options.model_dump(mode="json"),
-            "metrics": artifacts.metrics,
-            "history": artifacts.history,
-        }
-        await runtime.store.put(keys["report"], json.dumps(report_doc, indent=2).encode())
+        onnx_key = f"{prefix}/model.onnx"
+        await runtime.store.put(onnx_key, artifacts.onnx)
+        store_report = functools.partial(
+            _store_report,
+            store=runtime.store,
+            prefix=prefix,
+            labels=list(ds.genres),
+            artifacts=artifacts,
+            about={"dataset": ds.name, "options": options.model_dump(mode="json")},
+        )
+
+        async def report_and_card(name: str) -> dict[str, str]:
+            card = await store_model_card(
+                runtime,
+                version=name,
+                prefix=prefix,
+                training_run_id=run_id,
+                dataset=ds,
+                options=options,
+                metrics=artifacts.metrics,
+                onnx_key=onnx_key,
+                onnx=artifacts.onnx,
+            )
+            return {**await store_report(name), **card}
+
         version = await register_model_version(
             db=runtime.db,
             training_run_id=run_id,
             labels=list(ds.genres),
             input_spec=input_spec(),
             metrics=artifacts.metrics,
-            onnx_key=keys["onnx"],
+            onnx_key=onnx_key,
             onnx_sha256=hashlib.sha256(artifacts.onnx).hexdigest(),
             onnx_bytes=len(artifacts.onnx),
-            report_keys={k: v for k, v in keys.items() if k != "onnx"},
+            # The report's figures and the model card carry the version's name: written once
+            # registration gives it.
+            store_report=report_and_card,
         )
     except BaseException as exc:
         await _finish_run(runtime, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -130,6 +147,8 @@ async def run_training(
     await _finish_run(
         runtime, run_id, status="succeeded", history=artifacts.history, metrics=artifacts.metrics
     )
+    if runtime.settings.auto_promote:
+        version = await promote_if_better(runtime, version)
     await on_progress(
         1.0,
         f"training run {run_id} done: model {version.version} ({version.stage}), "
@@ -166,6 +185,41 @@ def _quiet_tensorflow() -> None:
         tf_logger.addFilter(_NoRetracingNotice())
 
 
+async def _store_report(
+    version: str,
+    *,
+    store: ObjectStore,
+    prefix: str,
+    labels: list[str],
+    artifacts: _Artifacts,
+    about: dict[str, Any],
+) -> dict[str, str]:
+    """Draw the report images of ``version`` (each titled with it), store them and
+    ``report.json`` under ``prefix``; their keys by name. Runs inside the registration."""
+    from sleeve_trainer.report import draw_report_figures
+
+    figures = await asyncio.to_thread(
+        draw_report_figures,
+        version=version,
+        labels=labels,
+        metrics=artifacts.metrics,
+        history=artifacts.history,
+        covers=artifacts.covers,
+    )
+    keys = {name: f"{prefix}/{name}.png" for name in figures}
+    for name, png in figures.items():
+        await store.put(keys[name], png)
+    keys["report"] = f"{prefix}/report.json"
+    document = {
+        "version": version,
+        **about,
+        "metrics": artifacts.metrics,
+        "history": artifacts.history,
+    }
+    await store.put(keys["report"], json.dumps(document, indent=2).encode())
+    return keys
+
+
 async def _fetch_covers(runtime: Runtime, members: list[DatasetMemberRow]) -> dict[str, bytes]:
     limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
@@ -200,12 +254,7 @@ def _train(
     from sleeve_trainer.export import export_onnx, verify_export
     from sleeve_trainer.fit import class_weights, fine_tune, fit_head
     from sleeve_trainer.model import build_classifier, build_head, load_base
-    from sleeve_trainer.report import (
-        combine_histories,
-        evaluate,
-        plot_confusion_matrix,
-        plot_training_curves,
-    )
+    from sleeve_trainer.report import combine_histories, evaluate, pick_covers
 
     index = {label: i for i, label in enumerate(labels)}
     split = {name: [m for m in members if m.split == name] for name in ("train", "val", "test")}
@@ -325,6 +374,5 @@ def _train(
         onnx=onnx,
         metrics=_json_safe(metrics),
         history=_json_safe(history),
-        confusion_png=plot_confusion_matrix(metrics["confusion_matrix"], labels),
-        curves_png=plot_training_curves(history),
+        covers=pick_covers(test_images, test_y, probabilities, labels),
     )
