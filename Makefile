@@ -13,7 +13,7 @@ export SLEEVE_BASE_WEIGHTS ?= $(if $(wildcard $(KIT_WEIGHTS)),$(abspath $(KIT_WE
 # they are beside the checkout, else from the iTunes API (the product's own default).
 KIT_COVERS := ../shared/datasets/discogs5
 
-.PHONY: install test-deps run test lint fmt check bench bench-score bench-scrape
+.PHONY: install test-deps run test lint fmt check bench bench-score bench-scrape bench-variants
 
 install:  ## Python deps (all services + dev tools) into .venv from uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -57,3 +57,6 @@ bench-score: install  ## bulk scoring (local engine on a local and an S3 store, 
 
 bench-scrape: install  ## scraper against a local Deezer (50 ms answers, 20 requests/s): share of the rate, violations, memory over 5k covers
 	$(UV) run --no-sync python bench/scrape_rate.py
+
+bench-variants: install  ## fp32, fp16 and int8 files of a MobileNetV2 classifier: size, test scores, images/s at batch 1 and 32 on this CPU
+	$(UV) run --no-sync python bench/variants.py

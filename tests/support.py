@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO, Any
 
 import asyncpg
 import uvicorn
@@ -126,11 +127,12 @@ def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def sleeve_process(
-    *argv: str, env: dict[str, str], stdout: int | None = None
+    *argv: str, env: dict[str, str], stdout: int | None = None, stderr: IO[Any] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``sleeve ARGV`` as a child process; stopped with SIGTERM (then SIGKILL) if still alive."""
+    """``sleeve ARGV`` as a child process; stopped with SIGTERM (then SIGKILL) if still alive.
+    ``stderr``: a file for what it says there (default: the test's)."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sleeve_common", *argv, env=env, stdout=stdout
+        sys.executable, "-m", "sleeve_common", *argv, env=env, stdout=stdout, stderr=stderr
     )
     try:
         yield child

@@ -222,7 +222,7 @@ def test_first_start_trains_and_serves_a_model_a_crash_mid_training_included(
         ("scrape", "succeeded"),
         ("train", "succeeded"),
     ]
-    assert _training_runs(tmp_path) == [("failed", "interrupted"), ("succeeded", None)]
+    assert _training_runs(tmp_path) == [("interrupted", "interrupted"), ("succeeded", None)]
 
     # A start with a model registered serves it at once and trains nothing.
     third = Stack(tmp_path, env, "third")

@@ -252,6 +252,9 @@ def test_plan_names_an_api_source_or_a_folder(runtime: Runtime, tmp_path: Path) 
     assert (folder.source, folder.path, folder.genres) == ("folder", str(tmp_path / "covers"), None)
     assert folder.train_request("d").build_dataset is not None
     assert folder.train_request("d").build_dataset.max_per_genre == 5  # type: ignore[union-attr]
+    # The first model is the quick one: the head alone, on the served view.
+    assert folder.train_request("d").fine_tune_epochs == 0
+    assert not folder.train_request("d").augment
     relative = plan(bootstrap_source="covers")
     assert relative.path == str(Path.cwd() / "covers")
 

@@ -52,6 +52,7 @@ def test_plain_database_urls_get_the_async_driver(
         ("SLEEVE_PORT", "http", "valid integer"),
         ("SLEEVE_ITUNES_RATE", "0", "greater than 0"),
         ("SLEEVE_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("SLEEVE_MODEL_VARIANT", "bf16", "'fp32', 'fp16' or 'int8'"),
         ("SLEEVE_TOP_K", "-1", "greater than or equal to 1"),
         ("SLEEVE_MAX_UPLOAD_BYTES", "9" * 400, "less than or equal to"),
     ],

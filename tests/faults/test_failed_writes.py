@@ -167,7 +167,7 @@ async def test_a_store_stopped_before_the_export_registers_no_model(tmp_path: Pa
                 if "exporting to ONNX" in message:
                     s3.stop()  # trained; what is left is to store the files and register them
 
-            options = TrainRequest(dataset="faults", epochs=1, batch_size=16, flip_augment=False)
+            options = TrainRequest(dataset="faults", epochs=1, batch_size=16, augment=False)
             with pytest.raises(StoreUnavailable) as failed:
                 await run_training(runtime, options, on_progress=stop_the_store)
             s3.start()

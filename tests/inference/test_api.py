@@ -568,7 +568,7 @@ async def test_training_run_is_queued_and_shown(
     assert job["error"] is None
     assert job["started_at"] is None
     assert {k: job["request"][k] for k in request} == request
-    assert job["request"]["fine_tune_epochs"] == 0  # defaults are filled in
+    assert job["request"]["fine_tune_epochs"] == 8  # defaults are filled in
 
 
 async def test_a_training_run_on_a_missing_dataset_is_refused_at_once(

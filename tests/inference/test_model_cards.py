@@ -10,7 +10,8 @@ import httpx
 from sqlalchemy import update
 
 from sleeve_common.db import Database
-from sleeve_common.model_card import CoverSource, DatasetCard, ModelCard, OnnxFile
+from sleeve_common.model_card import CoverSource, DatasetCard, ModelCard
+from sleeve_common.model_files import OnnxFile
 from sleeve_common.models import ModelVersion, utcnow
 from sleeve_common.store import ObjectStore
 

@@ -40,9 +40,12 @@ def v2_request(shape: list[Any]) -> dict[str, Any]:
         ("/v1/training-runs", {**TRAIN, "seed": False}, "seed"),
         ("/v1/training-runs", {**TRAIN, "learning_rate": "0.01"}, "learning_rate"),
         ("/v1/training-runs", {**TRAIN, "dropout": True}, "dropout"),
-        ("/v1/training-runs", {**TRAIN, "flip_augment": "true"}, "flip_augment"),
-        ("/v1/training-runs", {**TRAIN, "flip_augment": 1}, "flip_augment"),
+        ("/v1/training-runs", {**TRAIN, "augment": "true"}, "augment"),
+        ("/v1/training-runs", {**TRAIN, "augment": 1}, "augment"),
         ("/v1/training-runs", {"dataset": 5}, "dataset"),
+        ("/v1/training-runs", {**TRAIN, "variants": "int8"}, "variants"),
+        ("/v1/training-runs", {**TRAIN, "variants": ["fp32"]}, "variants.0"),
+        ("/v1/training-runs", {**TRAIN, "variants": ["int8", "int8"]}, "variants"),
         (
             "/v1/training-runs",
             {"dataset": "discogs5", "build_dataset": {"min_per_genre": "5"}},
@@ -80,6 +83,7 @@ async def test_v2_shapes_are_strict_too(api: httpx.AsyncClient, shape: list[Any]
     [
         ("/v1/scrape-runs", {**SCRAPE, "per_genre": 5.0, "resume": None}),
         ("/v1/training-runs", {**TRAIN, "epochs": 3.0, "dropout": 0}),
+        ("/v1/training-runs", {**TRAIN, "variants": ["int8", "fp16"]}),
         ("/v1/predict/urls", {**URLS, "top_k": 2.0}),
     ],
 )

@@ -25,7 +25,17 @@ METRICS = {
     "macro_f1": 0.88,
     "baselines": {"linear_probe": {"accuracy": 0.5, "macro_f1": 0.45}},
 }
-PACKAGES = {"python", "sleeve", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"}
+PACKAGES = {
+    "python",
+    "sleeve",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxconverter_common",
+    "numpy",
+}
 
 
 async def test_the_card_records_what_the_model_is_and_where_its_covers_came_from(
@@ -36,7 +46,7 @@ async def test_the_card_records_what_the_model_is_and_where_its_covers_came_from
     async with runtime.db.session() as session:
         rows = await session.execute(select(ScrapeRun.source, ScrapeRun.id))
         runs: dict[str, int] = dict(rows.all())
-    options = TrainRequest(dataset="colours", epochs=3, flip_augment=False)
+    options = TrainRequest(dataset="colours", epochs=3, augment=False)
     onnx = b"the exported model"
 
     keys = await store_model_card(
@@ -49,6 +59,7 @@ async def test_the_card_records_what_the_model_is_and_where_its_covers_came_from
         metrics=METRICS,
         onnx_key="models/run-7/model.onnx",
         onnx=onnx,
+        variants={},
     )
 
     assert keys == {"model_card": "models/run-7/model_card.json"}
@@ -73,6 +84,7 @@ async def test_the_card_records_what_the_model_is_and_where_its_covers_came_from
     assert card.training == {**options.model_dump(mode="json"), "base_weights": str(BASE_WEIGHTS)}
     assert card.onnx.key == "models/run-7/model.onnx"
     assert (card.onnx.sha256, card.onnx.size_bytes) == (hashlib.sha256(onnx).hexdigest(), len(onnx))
+    assert card.variants == {}  # none asked for; tests/trainer/test_variants.py has some
     assert set(card.packages) == PACKAGES
     assert all(card.packages.values()), card.packages
     assert card.packages["python"] == platform.python_version()

@@ -235,7 +235,7 @@ async def test_a_trained_model_is_promoted_on_evidence_and_the_api_shows_every_d
         await add_colour_covers(runtime)
         colours = await colour_dataset(runtime)
         await register(runtime, ALL_POP, labels=LABELS, trained_on=colours)  # v1, production
-        options = TrainRequest(dataset="colours", epochs=10, batch_size=16, flip_augment=False)
+        options = TrainRequest(dataset="colours", epochs=10, batch_size=16, augment=False)
 
         trained = await run_training(runtime, options, on_progress=silent_progress)
 

@@ -122,8 +122,15 @@ class BootstrapPlan(BaseModel):
         # Every genre with enough covers (a short one is left out, not fatal), capped so the
         # first model stays quick; the dedupe and leak rules are the dataset builder's own.
         build = DatasetBuild(min_per_genre=min(10, self.per_genre), max_per_genre=self.per_genre)
+        # The head alone, on the served view: a first answer in minutes. `sleeve train` with
+        # its defaults (crops, mirrors, fine-tuning) makes the better model afterwards.
         return TrainRequest(
-            dataset=dataset, epochs=self.epochs, batch_size=self.batch_size, build_dataset=build
+            dataset=dataset,
+            epochs=self.epochs,
+            fine_tune_epochs=0,
+            augment=False,
+            batch_size=self.batch_size,
+            build_dataset=build,
         )
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["bounded", "genre_list", "name"]
+__all__ = ["bounded", "choice_list", "genre_list", "name"]
 
 Number = TypeVar("Number", int, float)
 
@@ -29,6 +29,23 @@ def bounded(
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
+
+    return parse
+
+
+def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """A parser for ``"a,b"`` → ``("a", "b")``: each of ``choices`` at most once."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        picked = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [part for part in picked if part not in choices]
+        if unknown or not picked:
+            raise argparse.ArgumentTypeError(
+                f"give one or more of {', '.join(choices)}, comma-separated (got {text!r})"
+            )
+        if len(set(picked)) != len(picked):
+            raise argparse.ArgumentTypeError(f"each can be given once (got {text!r})")
+        return picked
 
     return parse
 

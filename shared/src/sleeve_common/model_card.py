@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CoverSource", "DatasetCard", "ModelCard", "OnnxFile"]
+from sleeve_common.model_files import ModelVariant, OnnxFile
+
+__all__ = ["CoverSource", "DatasetCard", "ModelCard"]
 
 
 class CoverSource(BaseModel):
@@ -50,16 +52,6 @@ class DatasetCard(BaseModel):
     sources: list[CoverSource]
 
 
-class OnnxFile(BaseModel):
-    """The exported model file in the object store."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str = Field(examples=["models/run-1/model.onnx"])
-    sha256: str
-    size_bytes: int
-
-
 class ModelCard(BaseModel):
     """Everything needed to know what a model version is and to reproduce it."""
 
@@ -79,6 +71,11 @@ class ModelCard(BaseModel):
         description="the training request's options and the base weights it started from"
     )
     onnx: OnnxFile
+    variants: dict[str, ModelVariant] = Field(
+        default_factory=dict,
+        description="the fp32 file and the fp16 and int8 variants the run exported, each "
+        "scored on the test split and timed on the trainer's CPU; empty when it built none",
+    )
     packages: dict[str, str | None] = Field(
         description="versions of Python, Sleeve and the libraries that trained and exported it",
         examples=[{"python": "3.11.9", "tensorflow": "2.21.0", "onnxruntime": "1.23.0"}],

@@ -40,6 +40,7 @@ __all__ = [
     "ScrapeRun",
     "ScrapeRunStatus",
     "TrainingRun",
+    "TrainingRunStatus",
     "utcnow",
 ]
 
@@ -281,19 +282,58 @@ class DatasetMember(Base):
     genre: Mapped[str] = mapped_column(String(64))
 
 
+class TrainingRunStatus(StrEnum):
+    """Where a training run stands.
+
+    - ``running``: a process is training it, and its heartbeat is fresh;
+    - ``interrupted``: it stopped without an error of its own: its worker was stopped (the job
+      went back to the queue) or its process died (SIGKILL, a lost machine), which shows as a
+      ``running`` row whose heartbeat went stale until the job's next attempt marks it;
+    - ``failed``: an error stopped it (``error`` says which);
+    - ``succeeded``: it registered a model version.
+
+    A run is never continued: the job's next attempt starts a new run, which reads the trunk
+    activations the interrupted one cached instead of computing them again.
+    """
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+
+
 class TrainingRun(Base):
+    """One attempt at training a model on a dataset; ``progress`` is where it stands
+    (``sleeve_common.training_progress.TrainingProgress``), written about once a second."""
+
     __tablename__ = "training_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=TrainingRunStatus.RUNNING)
     history: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    heartbeat_at: Mapped[datetime | None]
+
+    def reported_status(
+        self, *, heartbeat_s: float, now: datetime | None = None
+    ) -> TrainingRunStatus:
+        """The stored status, except that a ``running`` run whose process stopped beating
+        (``SLEEVE_TRAIN_HEARTBEAT_S``) reads ``interrupted``: nothing else marks a run whose
+        process was killed until its job runs again."""
+        status = TrainingRunStatus(self.status)
+        if status is not TrainingRunStatus.RUNNING:
+            return status
+        silent_for = (now or utcnow()) - (self.heartbeat_at or self.started_at)
+        if silent_for > timedelta(seconds=heartbeat_s * _MISSED_HEARTBEATS):
+            return TrainingRunStatus.INTERRUPTED
+        return status
 
 
 class ModelVersion(Base):
@@ -317,6 +357,9 @@ class ModelVersion(Base):
     # The automatic promotion's decision on this version when it was registered, with both
     # models' figures (``sleeve_common.registry.PromotionDecision``); None when none was made.
     promotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The fp32 file and its fp16 / int8 variants by name, each a ``ModelVariant`` (file,
+    # test-split scores, speed); empty when the run exported none (``sleeve_common.model_files``).
+    variants: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class ScoringJob(Base):

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from sleeve_common.db import Database
 from sleeve_common.exceptions import ModelUnusable, NotFound, ObjectNotFound
+from sleeve_common.model_files import ModelVariant
 from sleeve_common.models import ModelVersion, utcnow
 
 if TYPE_CHECKING:
@@ -91,8 +92,12 @@ async def register_model_version(
     onnx_bytes: int,
     report_keys: dict[str, str] | None = None,
     store_report: StoreReport | None = None,
+    variants: dict[str, ModelVariant] | None = None,
 ) -> ModelVersion:
     """Add a candidate version named ``v<N>``; the first version ever is promoted to production.
+
+    ``variants`` are the ONNX files the run exported beside ``onnx_key`` (already stored),
+    by name (``sleeve_common.model_files``).
 
     ``store_report`` is awaited with that name inside the registration's transaction, before
     the row is written; the keys it returns join ``report_keys``. Should it fail (or the
@@ -122,6 +127,9 @@ async def register_model_version(
             onnx_sha256=onnx_sha256,
             onnx_bytes=onnx_bytes,
             report_keys=keys,
+            variants={
+                name: variant.model_dump(mode="json") for name, variant in (variants or {}).items()
+            },
             created_at=now,
         )
         session.add(version)

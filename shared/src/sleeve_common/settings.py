@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sleeve_common.db import asyncpg_url
 from sleeve_common.exceptions import ConfigError
 from sleeve_common.genres import normalize_genre
+from sleeve_common.model_files import ServedVariant
 
 __all__ = ["Settings", "load_settings"]
 
@@ -76,6 +77,10 @@ class Settings(BaseSettings):
     # A newly registered candidate replaces production only if it scores a higher macro F1
     # on production's own test covers (sleeve_trainer/promotion.py); off = promote by hand.
     auto_promote: bool = False
+    # A live training run writes its progress and touches its row this often; a running run
+    # silent for three beats is reported interrupted (its process died). The API and the
+    # trainers must agree on it.
+    train_heartbeat_s: float = Field(default=10.0, gt=0, le=600)
 
     # First run: `sleeve run` trains a first model while the registry is empty (bootstrap.py).
     bootstrap: bool = True
@@ -91,6 +96,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     model_version: str | None = None
+    # Which file of that version to run: its own fp32 export or a variant its training run
+    # exported (model_files.py); a version without it serves fp32 and says so in the log.
+    model_variant: ServedVariant = "fp32"
     top_k: int = Field(default=5, ge=1, le=100)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
     max_images_per_request: int = Field(default=32, ge=1, le=1024)

@@ -4,6 +4,11 @@ Loading is two steps, so that any process can do the second from a file: ``fetch
 (download once into a local cache, verify the sha256 the registry recorded) and
 ``Predictor.open`` (a session from a path). ``ModelHolder`` owns the model the API serves and
 swaps in a newly promoted version when it refreshes.
+
+The API serves the file of the version that ``SLEEVE_MODEL_VARIANT`` names: its own fp32 export,
+or the fp16 or int8 variant its training run exported (``sleeve_common.model_files``). A version
+without that variant is served in fp32, with one warning in the log: a promotion must not leave
+the API without a model, and every answer names the variant it came from.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sleeve_common.exceptions import (
     StoreRefused,
     StoreUnavailable,
 )
+from sleeve_common.model_files import ServedVariant, served_file
 from sleeve_common.models import ModelVersion
 from sleeve_common.registry import resolve_serving_version
 from sleeve_common.runtime import Runtime
@@ -41,17 +47,26 @@ logger = logging.getLogger(__name__)
 
 
 class ModelIntegrityError(RuntimeError):
-    """The stored ONNX file does not match the sha256 the registry recorded."""
+    """The stored ONNX file does not match the sha256 the registry recorded, or the version has
+    no such file."""
 
 
-async def fetch_model_file(*, store: ObjectStore, row: ModelVersion, cache_dir: Path) -> Path:
-    """The version's ONNX file on local disk, downloaded once and checked against its sha256."""
-    path = cache_dir / f"{row.onnx_sha256}.onnx"
+async def fetch_model_file(
+    *, store: ObjectStore, row: ModelVersion, cache_dir: Path, variant: ServedVariant = "fp32"
+) -> Path:
+    """The ONNX file of the version's ``variant`` on local disk, downloaded once and checked
+    against the sha256 the registry recorded for it."""
+    file = served_file(row, variant)
+    if file is None:
+        raise ModelIntegrityError(f"model {row.version} has no {variant} variant")
+    path = cache_dir / f"{file.sha256}.onnx"
     if path.is_file():
         return path
-    data = await store.get(row.onnx_key)
-    if hashlib.sha256(data).hexdigest() != row.onnx_sha256:
-        raise ModelIntegrityError(f"model {row.version}: stored ONNX does not match its sha256")
+    data = await store.get(file.key)
+    if hashlib.sha256(data).hexdigest() != file.sha256:
+        raise ModelIntegrityError(
+            f"model {row.version}: stored ONNX ({variant}) does not match its sha256"
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{time.monotonic_ns()}.part")
     tmp.write_bytes(data)
@@ -65,14 +80,23 @@ def model_cache_dir(settings: Settings) -> Path:
 
 
 async def load_predictor(
-    *, runtime: Runtime, row: ModelVersion, cache_dir: Path, threads: int
+    *,
+    runtime: Runtime,
+    row: ModelVersion,
+    cache_dir: Path,
+    threads: int,
+    variant: ServedVariant = "fp32",
 ) -> Predictor:
-    """The version as a ``Predictor``: its file fetched and verified, then a session opened."""
-    path = await fetch_model_file(store=runtime.store, row=row, cache_dir=cache_dir)
+    """The version's ``variant`` as a ``Predictor``: its file fetched and verified, then a
+    session opened."""
+    path = await fetch_model_file(
+        store=runtime.store, row=row, cache_dir=cache_dir, variant=variant
+    )
     return await asyncio.to_thread(
         Predictor.open,
         path,
         version=row.version,
+        variant=variant,
         labels=[str(label) for label in row.labels],
         providers=choose_providers(runtime.settings.ort_providers),
         threads=threads,
@@ -99,6 +123,7 @@ class ModelHolder:
         self._current: Predictor | None = None
         self._last_refresh = float("-inf")
         self._lock = asyncio.Lock()
+        self._warned_without_variant: set[str] = set()
         self.last_error: str | None = None
         # While nothing is registered: the first-run bootstrap's progress, or why it failed.
         self.first_model: FirstModelStatus | None = None
@@ -149,12 +174,33 @@ class ModelHolder:
                 self.last_error = f"model {row.version} could not be loaded: {exc}"
                 raise
             self.last_error = None
-            logger.info("serving model %s on %s", row.version, ", ".join(self._current.providers))
+            logger.info(
+                "serving model %s (%s) on %s",
+                row.version,
+                self._current.variant,
+                ", ".join(self._current.providers),
+            )
             if self._on_change is not None:
                 self._on_change(self._current.version, self._current.provider)
             return self._current
 
     async def _load(self, row: ModelVersion) -> Predictor:
+        variant = self._runtime.settings.model_variant
+        if served_file(row, variant) is None:
+            if row.version not in self._warned_without_variant:
+                self._warned_without_variant.add(row.version)
+                logger.warning(
+                    "model %s has no %s variant (SLEEVE_MODEL_VARIANT): serving its fp32 file; "
+                    "train with `sleeve train --variants %s` to have one",
+                    row.version,
+                    variant,
+                    variant,
+                )
+            variant = "fp32"
         return await load_predictor(
-            runtime=self._runtime, row=row, cache_dir=self._cache_dir, threads=self._threads
+            runtime=self._runtime,
+            row=row,
+            cache_dir=self._cache_dir,
+            threads=self._threads,
+            variant=variant,
         )

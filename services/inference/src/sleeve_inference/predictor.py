@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sleeve_common.images import InvalidImage, decode_model_input
+from sleeve_common.model_files import ServedVariant
 from sleeve_common.model_signature import INPUT_NAME, INPUT_SIZE, OUTPUT_NAME
 
 __all__ = ["Predictor", "choose_providers"]
@@ -53,12 +54,14 @@ def _nvidia_driver_present() -> bool:
 
 @dataclass(frozen=True)
 class Predictor:
-    """A model version ready to run: its session, labels and input size."""
+    """A model version ready to run: its session, labels and input size, and which of its
+    files the session runs (``variant``)."""
 
     version: str
     labels: list[str]
     session: ort.InferenceSession
     input_size: int = INPUT_SIZE
+    variant: ServedVariant = "fp32"
 
     @classmethod
     def open(
@@ -67,6 +70,7 @@ class Predictor:
         *,
         version: str,
         labels: list[str],
+        variant: ServedVariant = "fp32",
         providers: list[str] | None = None,
         threads: int = 1,
     ) -> Predictor:
@@ -84,7 +88,13 @@ class Predictor:
         )
         shape = session.get_inputs()[0].shape
         size = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else INPUT_SIZE
-        return cls(version=version, labels=list(labels), session=session, input_size=size)
+        return cls(
+            version=version,
+            labels=list(labels),
+            session=session,
+            input_size=size,
+            variant=variant,
+        )
 
     @property
     def providers(self) -> list[str]:

@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from sleeve_common.model_files import ModelVariant, ServedVariant
 from sleeve_common.registry import PromotionDecision
 from sleeve_common.strict import JsonIntOrNone
+from sleeve_common.training_progress import TrainingProgress
 
 # A model version as the registry names them (``v1``, ``v2``, ...) or could: what does not
 # match gets 422 before any query. PostgreSQL cannot even compare a string holding NUL (a 500),
@@ -36,6 +38,8 @@ __all__ = [
     "ScrapeJobView",
     "ScrapeRunView",
     "Timing",
+    "TrainingJobView",
+    "TrainingRunView",
     "UrlPrediction",
 ]
 
@@ -87,6 +91,11 @@ class PredictUrlsResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_version: str = Field(examples=["v1"])
+    model_variant: ServedVariant = Field(
+        examples=["fp32"],
+        description="the version's file that answered: its fp32 export, or the fp16 or int8 "
+        "variant SLEEVE_MODEL_VARIANT names (fp32 when the version has none)",
+    )
     predictions: list[UrlPrediction]
     timing: Timing
 
@@ -95,6 +104,11 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     model_version: str = Field(examples=["v1"])
+    model_variant: ServedVariant = Field(
+        examples=["fp32"],
+        description="the version's file that answered: its fp32 export, or the fp16 or int8 "
+        "variant SLEEVE_MODEL_VARIANT names (fp32 when the version has none)",
+    )
     predictions: list[ImagePrediction]
     timing: Timing
 
@@ -194,6 +208,14 @@ class ModelDetail(ModelSummary):
         "(SLEEVE_AUTO_PROMOTE), with both models' figures on production's test covers; null "
         "when none was made"
     )
+    variants: dict[str, ModelVariant] = Field(
+        description="its ONNX files by name when its training run exported variants "
+        "(`sleeve train --variants fp16,int8`): `fp32` (its own file) and each variant, with "
+        "the file's key, sha256 and size, its top-1 and macro-F1 on the test split, its "
+        "agreement with fp32 and its images/s at batch 1 and 32 on the trainer's CPU, all "
+        "measured in the same run; empty when it has none. SLEEVE_MODEL_VARIANT picks the one "
+        "the server runs"
+    )
 
 
 class JobAccepted(BaseModel):
@@ -260,6 +282,44 @@ class ScrapeRunView(BaseModel):
 
 class ScrapeJobView(JobView):
     run: ScrapeRunView | None = Field(description="none until a scraper worker starts the job")
+
+
+class TrainingRunView(BaseModel):
+    """One training run of a training job (each attempt of the job starts one)."""
+
+    id: int = Field(examples=[3])
+    status: Literal["running", "interrupted", "failed", "succeeded"] = Field(
+        examples=["running"],
+        description="`running`: its process is alive (its heartbeat is at most three "
+        "`SLEEVE_TRAIN_HEARTBEAT_S` old); `interrupted`: its worker was stopped, or its process "
+        "died (the heartbeat went stale); the job's next attempt starts a new run, which reuses "
+        "the trunk activations this one cached; `failed`: an error stopped it; `succeeded`: "
+        "it registered a model version",
+    )
+    progress: TrainingProgress | None = Field(
+        description="where it stands, written about once a second: phase, epoch of epochs, "
+        "the last epoch's loss and accuracy, covers done, fraction of the run, time left; "
+        "null until it has started"
+    )
+    eta_s: float | None = Field(
+        examples=[41.0],
+        description="seconds left now (the ETA last written, counted down since); null when "
+        "not running or not known yet",
+    )
+    error: str | None
+    started_at: datetime
+    heartbeat_at: datetime | None = Field(description="when its process last wrote to it")
+    finished_at: datetime | None
+
+
+class TrainingJobView(JobView):
+    run: TrainingRunView | None = Field(
+        description="the job's latest training run; none until a trainer worker starts the job"
+    )
+    earlier_runs: list[TrainingRunView] = Field(
+        default_factory=list,
+        description="runs of earlier attempts (interrupted or failed), oldest first",
+    )
 
 
 class ScoringJobRequest(BaseModel):

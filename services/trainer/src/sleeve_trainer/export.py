@@ -11,13 +11,12 @@ import logging
 
 import keras
 import numpy as np
-import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
 from sleeve_common.model_signature import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from sleeve_trainer.exceptions import ExportMismatch
-from sleeve_trainer.onnx_session import ORT_ERRORS, open_cpu_session
+from sleeve_trainer.onnx_session import ORT_ERRORS, check_signature, open_cpu_session
 
 __all__ = ["export_onnx", "verify_export"]
 
@@ -26,40 +25,21 @@ logger = logging.getLogger(__name__)
 _VERIFY_BATCH = 32
 
 
-def export_onnx(classifier: keras.Model, *, opset: int = 17) -> bytes:
-    """Serialised ONNX model of ``classifier`` (uint8 ``image`` in, ``probabilities`` out)."""
+def export_onnx(
+    classifier: keras.Model, *, output_name: str = OUTPUT_NAME, opset: int = 17
+) -> bytes:
+    """Serialised ONNX model of ``classifier`` (uint8 ``image`` in, ``probabilities`` out, or
+    ``output_name`` for another model on the same input, such as the training trunk)."""
     spec = (tf.TensorSpec((None, *INPUT_SHAPE), tf.uint8, name=INPUT_NAME),)
 
     @tf.function(input_signature=spec)  # type: ignore[misc]
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: classifier(image, training=False)}
+        return {output_name: classifier(image, training=False)}
 
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     data: bytes = model_proto.SerializeToString()
     logger.info("exported %s to ONNX opset %d: %d bytes", classifier.name, opset, len(data))
     return data
-
-
-def _check_signature(session: ort.InferenceSession, num_classes: int) -> None:
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise ExportMismatch(f"expected one input, found {[i.name for i in inputs]}")
-    (image,) = inputs
-    if image.name != INPUT_NAME or image.type != "tensor(uint8)":
-        raise ExportMismatch(
-            f"expected uint8 input {INPUT_NAME!r}, found {image.type} {image.name!r}"
-        )
-    shape = list(image.shape)
-    # A fixed integer batch dimension would refuse every other batch size at serving time.
-    batch_is_dynamic = len(shape) == 4 and not isinstance(shape[0], int)
-    if not batch_is_dynamic or tuple(shape[1:]) != INPUT_SHAPE:
-        raise ExportMismatch(f"expected input shape [N, *{list(INPUT_SHAPE)}], got {shape}")
-    outputs = {output.name: output for output in session.get_outputs()}
-    if OUTPUT_NAME not in outputs:
-        raise ExportMismatch(f"no output {OUTPUT_NAME!r} among {sorted(outputs)}")
-    width = outputs[OUTPUT_NAME].shape[-1]
-    if isinstance(width, int) and width != num_classes:
-        raise ExportMismatch(f"ONNX gives {width} probabilities, the model {num_classes}")
 
 
 def verify_export(
@@ -84,7 +64,7 @@ def verify_export(
     except ORT_ERRORS as exc:
         raise ExportMismatch(f"ONNX Runtime cannot load the export: {exc}") from exc
     num_classes = int(classifier.output_shape[-1])
-    _check_signature(session, num_classes)
+    check_signature(session, num_classes)
     worst = 0.0
     for start in range(0, len(images), _VERIFY_BATCH):
         batch = np.ascontiguousarray(images[start : start + _VERIFY_BATCH])

@@ -7,14 +7,14 @@ TensorFlow generators), so a run repeats as far as the kernels are deterministic
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from sleeve_trainer.exceptions import DatasetTooSmall
+from sleeve_trainer.model import unfreeze_top
 
 __all__ = ["EpochCallback", "class_weights", "fine_tune", "fit_head"]
 
@@ -23,9 +23,7 @@ logger = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
 """Called after each epoch with its 1-based number and its metrics."""
 
-_BLOCK = re.compile(r"block_(\d+)_")
-# Layers after the last inverted-residual block: the 1x1 convolution to 1280 channels.
-_TOP_LAYERS = frozenset({"Conv_1", "Conv_1_bn", "out_relu"})
+_PATIENCE = 3  # epochs without a lower validation loss before a phase stops
 
 
 class _EpochReporter(keras.callbacks.Callback):  # type: ignore[misc]  # Keras has no stubs
@@ -38,11 +36,20 @@ class _EpochReporter(keras.callbacks.Callback):  # type: ignore[misc]  # Keras h
         self._on_epoch(epoch + 1, metrics)
 
 
-def _check_split(name: str, x: np.ndarray, y: np.ndarray) -> None:
+def _check_split(name: str, x: Sequence[np.ndarray] | np.ndarray, y: np.ndarray) -> None:
     if len(x) == 0:
         raise DatasetTooSmall(f"the {name} split is empty")
     if len(x) != len(y):
         raise ValueError(f"{name}: {len(x)} inputs but {len(y)} labels")
+
+
+def _callbacks(on_epoch: EpochCallback | None) -> list[keras.callbacks.Callback]:
+    """Keep the epoch with the lowest validation loss (more epochs then only cost time),
+    and report each epoch."""
+    best = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=_PATIENCE, restore_best_weights=True
+    )
+    return [best] + ([_EpochReporter(on_epoch)] if on_epoch is not None else [])
 
 
 def _history(history: keras.callbacks.History) -> dict[str, list[float]]:
@@ -91,7 +98,6 @@ def fit_head(
     _check_split("validation", val_x, val_y)
     keras.utils.set_random_seed(seed)
     _compile(head, learning_rate)
-    callbacks = [_EpochReporter(on_epoch)] if on_epoch is not None else []
     history = head.fit(
         np.asarray(train_x, dtype=np.float32),
         np.asarray(train_y, dtype=np.int64),
@@ -100,67 +106,50 @@ def fit_head(
         batch_size=batch_size,
         class_weight=class_weight,
         shuffle=True,
-        callbacks=callbacks,
+        callbacks=_callbacks(on_epoch),
         verbose=0,
     )
     return _history(history)
 
 
-class _FlippedBatches(keras.utils.PyDataset):  # type: ignore[misc]  # Keras has no stubs
-    """Shuffled batches of uint8 images, each mirrored left to right with probability 1/2.
+class _RandomViews(keras.utils.PyDataset):  # type: ignore[misc]  # Keras has no stubs
+    """Shuffled batches of cached trunk activations, one view of each cover drawn at random
+    per epoch (the augmentation: crops and mirror images, see ``views.py``)."""
 
-    Flipping here, not in the model, keeps augmentation out of the exported graph.
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, activations: Sequence[np.ndarray], labels: np.ndarray, batch_size: int, seed: int
+    ) -> None:
         super().__init__()
-        self._images = images
+        self._activations = activations
         self._labels = labels
         self._batch_size = batch_size
         self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(images))
+        self._order = self._rng.permutation(len(activations))
 
     def __len__(self) -> int:
-        return -(-len(self._images) // self._batch_size)
+        return -(-len(self._activations) // self._batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
-        batch = self._images[rows].copy()
-        flips = self._rng.random(len(rows)) < 0.5
-        batch[flips] = batch[flips, :, ::-1, :]
+        batch = np.stack(
+            [
+                self._activations[row][self._rng.integers(len(self._activations[row]))]
+                for row in rows
+            ]
+        ).astype(np.float32)
         return batch, self._labels[rows]
 
     def on_epoch_end(self) -> None:
-        self._order = self._rng.permutation(len(self._images))
-
-
-def _unfreeze_top(base: keras.Model, unfreeze_blocks: int) -> list[str]:
-    """Make the top ``unfreeze_blocks`` blocks trainable (BN excluded); returns their names."""
-    numbers = {int(m.group(1)) for layer in base.layers if (m := _BLOCK.match(layer.name))}
-    if not 0 <= unfreeze_blocks <= len(numbers):
-        raise ValueError(f"unfreeze_blocks must be in [0, {len(numbers)}], got {unfreeze_blocks}")
-    chosen = set(sorted(numbers)[len(numbers) - unfreeze_blocks :])
-    # Keras propagates ``trainable`` to sublayers, so open the base, then close layers.
-    base.trainable = True
-    trained: list[str] = []
-    for layer in base.layers:
-        match = _BLOCK.match(layer.name)
-        in_top = unfreeze_blocks > 0 and layer.name in _TOP_LAYERS
-        in_block = match is not None and int(match.group(1)) in chosen
-        # BN stays frozen: the provided weights fold BN into the convolutions.
-        is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = (in_top or in_block) and not is_bn
-        if layer.trainable and layer.weights:
-            trained.append(layer.name)
-    return trained
+        self._order = self._rng.permutation(len(self._activations))
 
 
 def fine_tune(
-    classifier: keras.Model,
+    top: keras.Model,
+    head: keras.Model,
     base: keras.Model,
-    train_images: np.ndarray,
+    train_activations: Sequence[np.ndarray],
     train_y: np.ndarray,
-    val_images: np.ndarray,
+    val_activations: np.ndarray,
     val_y: np.ndarray,
     *,
     epochs: int,
@@ -171,39 +160,33 @@ def fine_tune(
     class_weight: dict[int, float] | None = None,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Phase 2: train the head with the top ``unfreeze_blocks`` blocks of ``base``.
+    """Phase 2: train the head with the top ``unfreeze_blocks`` blocks of ``base``, on the
+    trunk's cached activations (``top`` is ``base`` above the cut, sharing its layers).
 
-    ``classifier`` must be built on ``base``; images are uint8 (N, 224, 224, 3) and
-    are mirrored at random. The last 1x1 convolution trains with the blocks whenever
-    ``unfreeze_blocks`` >= 1. The base is frozen again afterwards (weights kept).
+    Each training cover gives one of its views per epoch, drawn at random; validation uses
+    the served view. The weights of the epoch with the lowest validation loss are kept, and
+    the base is frozen again afterwards.
     """
-    _check_split("training", train_images, train_y)
-    _check_split("validation", val_images, val_y)
-    if base not in classifier.layers:
-        raise ValueError("classifier is not built on this base")
+    _check_split("training", train_activations, train_y)
+    _check_split("validation", val_activations, val_y)
     keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=top.input_shape[1:], dtype="float32", name="activations")
+    model = keras.Model(inputs, head(top(inputs)), name="fine_tuned")
     try:
-        trained = _unfreeze_top(base, unfreeze_blocks)
+        trained = unfreeze_top(base, unfreeze_blocks)
         logger.info("fine-tuning %d base layers: %s", len(trained), ", ".join(trained))
         # Compile after changing ``trainable``: Keras fixes the trained variables then.
-        _compile(classifier, learning_rate)
-        callbacks = [_EpochReporter(on_epoch)] if on_epoch is not None else []
-        batches = _FlippedBatches(
-            np.asarray(train_images, dtype=np.uint8),
-            np.asarray(train_y, dtype=np.int64),
-            batch_size,
-            seed,
-        )
-        history = classifier.fit(
-            batches,
+        _compile(model, learning_rate)
+        history = model.fit(
+            _RandomViews(train_activations, np.asarray(train_y, dtype=np.int64), batch_size, seed),
             validation_data=(
-                np.asarray(val_images, dtype=np.uint8),
+                np.asarray(val_activations, dtype=np.float32),
                 np.asarray(val_y, dtype=np.int64),
             ),
             validation_batch_size=batch_size,
             epochs=epochs,
             class_weight=class_weight,
-            callbacks=callbacks,
+            callbacks=_callbacks(on_epoch),
             verbose=0,
         )
     finally:

@@ -3,21 +3,21 @@ first-run bootstrap, whose request asks for the dataset to be built first).
 
 A train job may run more than once (its worker was stopped or died): it reuses the dataset it
 built, and if an earlier run of the same job already registered a model, it answers with that
-version instead of training and registering another.
+version instead of training and registering another. Otherwise the runs earlier attempts left
+``running`` are marked ``interrupted`` (their unregistered files deleted) and a new run starts,
+which reads the trunk activations they cached instead of computing them again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
-
-from sleeve_common.models import ModelVersion, TrainingRun, utcnow
 from sleeve_common.payloads import TrainRequest
 from sleeve_common.progress import ThrottledProgress
 from sleeve_common.runtime import Runtime
 from sleeve_common.worker import Handler, JobContext
 from sleeve_trainer.datasets import SplitSpec, ensure_dataset
+from sleeve_trainer.run_record import close_interrupted_runs, registered_by
 from sleeve_trainer.training import run_training
 
 __all__ = ["train_handler"]
@@ -26,10 +26,11 @@ __all__ = ["train_handler"]
 def train_handler(runtime: Runtime) -> Handler:
     async def handle(ctx: JobContext) -> dict[str, Any]:
         request = TrainRequest.model_validate(ctx.payload)
-        done = await _registered_by(runtime, ctx.job.id)
+        done = await registered_by(db=runtime.db, job_id=ctx.job.id)
         if done is not None:
-            return done
-        await _close_interrupted_runs(runtime, ctx.job.id)
+            run_id, version = done
+            return {"training_run_id": run_id, "model_version": version}
+        await close_interrupted_runs(db=runtime.db, store=runtime.store, job_id=ctx.job.id)
         if request.build_dataset is not None:
             build = request.build_dataset
             await ctx.progress(0.0, f"building dataset {request.dataset!r}", stage="dataset")
@@ -59,34 +60,3 @@ def train_handler(runtime: Runtime) -> Handler:
         return {"training_run_id": outcome.run_id, "model_version": outcome.version}
 
     return handle
-
-
-async def _close_interrupted_runs(runtime: Runtime, job_id: int) -> None:
-    """Runs of this job left "running" by a worker that was stopped or died: failed now."""
-    async with runtime.db.session() as session:
-        await session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.job_id == job_id, TrainingRun.status == "running")
-            .values(
-                status="failed",
-                error="interrupted: its worker stopped or died, and the job ran again",
-                finished_at=utcnow(),
-            )
-        )
-
-
-async def _registered_by(runtime: Runtime, job_id: int) -> dict[str, Any] | None:
-    """The model an earlier run of this job registered, if one did."""
-    async with runtime.db.session() as session:
-        row = (
-            await session.execute(
-                select(TrainingRun.id, ModelVersion.version)
-                .join(ModelVersion, ModelVersion.training_run_id == TrainingRun.id)
-                .where(TrainingRun.job_id == job_id)
-                .order_by(ModelVersion.id)
-                .limit(1)
-            )
-        ).first()
-    if row is None:
-        return None
-    return {"training_run_id": row.id, "model_version": row.version}

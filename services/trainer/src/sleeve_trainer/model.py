@@ -11,6 +11,7 @@ normalisation into the convolutions, so BN layers must keep their stored statist
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,21 @@ __all__ = [
     "EMBEDDING_SIZE",
     "IMAGENET",
     "build_classifier",
-    "build_embedder",
     "build_head",
+    "build_top",
+    "build_trunk",
+    "cut_layer",
     "load_base",
     "preprocess",
+    "unfreeze_top",
 ]
 
 logger = logging.getLogger(__name__)
 
 IMAGENET = "imagenet"
 """``weights`` value that lets Keras download the official ImageNet file."""
+
+_BLOCK = re.compile(r"block_(\d+)_")
 
 EMBEDDING_SIZE = 1280
 """Width of MobileNetV2 1.0's pooled feature vector."""
@@ -86,11 +92,29 @@ def _image_input() -> Any:
     return keras.Input(shape=INPUT_SHAPE, dtype=INPUT_DTYPE, name=INPUT_NAME)
 
 
-def build_embedder(base: keras.Model) -> keras.Model:
-    """uint8 images to the base's pooled embedding, scaled exactly as in the classifier."""
+def cut_layer(base: keras.Model, unfreeze_blocks: int) -> str:
+    """The layer whose output feeds the top ``unfreeze_blocks`` blocks (the last layer of the
+    block below them): below it the base stays frozen, above it fine-tuning may train."""
+    numbers = sorted({int(m.group(1)) for layer in base.layers if (m := _BLOCK.match(layer.name))})
+    if not 1 <= unfreeze_blocks < len(numbers):
+        raise ValueError(f"unfreeze_blocks must be in [1, {len(numbers)}), got {unfreeze_blocks}")
+    below = f"block_{numbers[-unfreeze_blocks - 1]}_"
+    last: str = [layer.name for layer in base.layers if layer.name.startswith(below)][-1]
+    return last
+
+
+def build_trunk(base: keras.Model, cut: str) -> keras.Model:
+    """uint8 images to the activations at ``cut``, scaled exactly as in the classifier: the
+    part of the base that training leaves frozen."""
+    trunk = keras.Model(base.input, base.get_layer(cut).output)
     images = _image_input()
-    features = base(preprocess(images), training=False)
-    return keras.Model(images, features, name="embedder")
+    return keras.Model(images, trunk(preprocess(images), training=False), name="trunk")
+
+
+def build_top(base: keras.Model, cut: str) -> keras.Model:
+    """The base above ``cut``: its activations to the pooled embedding. It shares its layers
+    (and so its weights) with ``base``, so training it trains the exported classifier."""
+    return keras.Model(base.get_layer(cut).output, base.output, name="top")
 
 
 def build_head(
@@ -126,3 +150,21 @@ def build_classifier(base: keras.Model, head: keras.Model) -> keras.Model:
     # No training flag on the head: its dropout should act while fine-tuning.
     probabilities = head(features)
     return keras.Model(images, probabilities, name="sleeve_classifier")
+
+
+def unfreeze_top(base: keras.Model, unfreeze_blocks: int) -> list[str]:
+    """Make the top ``unfreeze_blocks`` blocks and the last 1x1 convolution trainable (batch
+    normalisation excluded: the provided weights fold it into the convolutions); returns the
+    names of the layers with weights that will train."""
+    cut = cut_layer(base, unfreeze_blocks) if unfreeze_blocks else None
+    # Keras propagates ``trainable`` to sublayers, so open the base, then close layers.
+    base.trainable = True
+    above = False
+    trained: list[str] = []
+    for layer in base.layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = above and not is_bn
+        if layer.trainable and layer.weights:
+            trained.append(layer.name)
+        above = above or layer.name == cut
+    return trained

@@ -1,6 +1,7 @@
 """Writes a training run's model card (``sleeve_common.model_card.ModelCard``) beside its ONNX
 file: labels, input spec, metrics and baselines, the dataset with the sources of its covers,
-the training options, the file's sha256 and the versions of the packages that made it."""
+the training options, the file's sha256, its fp16/int8 variants and the versions of the
+packages that made it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from sleeve_common.db import Database
-from sleeve_common.model_card import CoverSource, DatasetCard, ModelCard, OnnxFile
+from sleeve_common.model_card import CoverSource, DatasetCard, ModelCard
+from sleeve_common.model_files import ModelVariant, OnnxFile
 from sleeve_common.model_signature import input_spec
 from sleeve_common.models import Album, Dataset, DatasetMember, utcnow
 from sleeve_common.payloads import TrainRequest
@@ -22,7 +24,15 @@ __all__ = ["store_model_card"]
 
 # Import names; each is looked up under the distribution that installed it (onnxruntime comes
 # as onnxruntime-gpu on Linux x86-64).
-_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
+_PACKAGES = (
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxconverter_common",
+    "numpy",
+)
 _SLEEVE_DISTRIBUTION = "sleeve-trainer"
 
 
@@ -37,6 +47,7 @@ async def store_model_card(
     metrics: dict[str, Any],
     onnx_key: str,
     onnx: bytes,
+    variants: dict[str, ModelVariant],
 ) -> dict[str, str]:
     """Store the card of ``version`` at ``{prefix}/model_card.json``; its key by report name."""
     card = ModelCard(
@@ -59,6 +70,7 @@ async def store_model_card(
             "base_weights": runtime.settings.base_weights,
         },
         onnx=OnnxFile(key=onnx_key, sha256=hashlib.sha256(onnx).hexdigest(), size_bytes=len(onnx)),
+        variants=variants,
         packages=_package_versions(),
     )
     key = f"{prefix}/model_card.json"

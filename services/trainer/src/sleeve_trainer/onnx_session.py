@@ -1,6 +1,7 @@
 """ONNX Runtime in the trainer: an exported model opened on the CPU and run over uint8 covers.
 
-The export check and the automatic promotion run models this way. ONNX Runtime's own error
+The export check, the variants and the automatic promotion run models this way, and check the
+model signature here. ONNX Runtime's own error
 types share no base below ``Exception``; ``ORT_ERRORS`` lists them once for every caller.
 """
 
@@ -10,9 +11,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from sleeve_common.model_signature import INPUT_NAME, OUTPUT_NAME
+from sleeve_common.model_signature import INPUT_DTYPE, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from sleeve_trainer.exceptions import ExportMismatch
 
-__all__ = ["ORT_ERRORS", "open_cpu_session", "predict_probabilities"]
+__all__ = ["ORT_ERRORS", "check_signature", "open_cpu_session", "predict_probabilities"]
 
 ORT_ERRORS = (
     ort_state.Fail,
@@ -24,9 +26,39 @@ ORT_ERRORS = (
 )
 
 
-def open_cpu_session(onnx: bytes) -> ort.InferenceSession:
-    """A session over the serialised model on the CPU provider (raises one of ``ORT_ERRORS``)."""
-    return ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+def open_cpu_session(onnx: bytes, *, threads: int | None = None) -> ort.InferenceSession:
+    """A session over the serialised model on the CPU provider (raises one of ``ORT_ERRORS``);
+    ``threads`` bounds its intra-op threads (default: ONNX Runtime's choice)."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+
+
+def check_signature(session: ort.InferenceSession, num_classes: int) -> None:
+    """``ExportMismatch`` unless the model keeps the signature (``model_signature``): one uint8
+    ``image`` input of any batch size, fp32 ``probabilities`` for ``num_classes`` out."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ExportMismatch(f"expected one input, found {[i.name for i in inputs]}")
+    (image,) = inputs
+    if image.name != INPUT_NAME or image.type != f"tensor({INPUT_DTYPE})":
+        raise ExportMismatch(
+            f"expected {INPUT_DTYPE} input {INPUT_NAME!r}, found {image.type} {image.name!r}"
+        )
+    shape = list(image.shape)
+    # A fixed integer batch dimension would refuse every other batch size at serving time.
+    batch_is_dynamic = len(shape) == 4 and not isinstance(shape[0], int)
+    if not batch_is_dynamic or tuple(shape[1:]) != INPUT_SHAPE:
+        raise ExportMismatch(f"expected input shape [N, *{list(INPUT_SHAPE)}], got {shape}")
+    outputs = {output.name: output for output in session.get_outputs()}
+    if OUTPUT_NAME not in outputs:
+        raise ExportMismatch(f"no output {OUTPUT_NAME!r} among {sorted(outputs)}")
+    if outputs[OUTPUT_NAME].type != "tensor(float)":
+        raise ExportMismatch(f"expected float32 {OUTPUT_NAME!r}, found {outputs[OUTPUT_NAME].type}")
+    width = outputs[OUTPUT_NAME].shape[-1]
+    if isinstance(width, int) and width != num_classes:
+        raise ExportMismatch(f"ONNX gives {width} probabilities, the model {num_classes}")
 
 
 def predict_probabilities(

@@ -80,7 +80,8 @@ async def model_detail(
     version: Version, runtime: RuntimeDep, request: Request
 ) -> dict[str, object]:
     """The evaluation report of one version (every metric on its test split, links to its
-    report images), its labels and input spec."""
+    report images), its labels and input spec, and its fp16/int8 variants with their scores
+    and speed."""
     v = await get_model_version(db=runtime.db, version=version)
     return {
         **_summary(v, request),
@@ -89,6 +90,7 @@ async def model_detail(
         "onnx_sha256": v.onnx_sha256,
         "onnx_bytes": v.onnx_bytes,
         "promotion": v.promotion,
+        "variants": v.variants,
     }
 
 

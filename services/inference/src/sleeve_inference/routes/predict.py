@@ -185,6 +185,7 @@ async def predict_urls(
         )
     return PredictUrlsResponse(
         model_version=predictor.version,
+        model_variant=predictor.variant,
         predictions=predictions,
         timing=_timing(started, result),
     )
@@ -264,7 +265,10 @@ def answer(
         genres = _genres(predictor, row, k)
         predictions.append(ImagePrediction(filename=name, top_genre=genres[0].genre, genres=genres))
     return PredictResponse(
-        model_version=predictor.version, predictions=predictions, timing=_timing(started, result)
+        model_version=predictor.version,
+        model_variant=predictor.variant,
+        predictions=predictions,
+        timing=_timing(started, result),
     )
 
 

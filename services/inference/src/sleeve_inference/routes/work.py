@@ -11,11 +11,28 @@ from sqlalchemy import select
 
 from sleeve_common.exceptions import ConfigError, InvalidRequest
 from sleeve_common.jobs import JobQueue
-from sleeve_common.models import MAX_ROW_ID, Dataset, Job, ScrapeRun, ScrapeRunStatus, utcnow
+from sleeve_common.models import (
+    MAX_ROW_ID,
+    Dataset,
+    Job,
+    ScrapeRun,
+    ScrapeRunStatus,
+    TrainingRun,
+    TrainingRunStatus,
+    utcnow,
+)
 from sleeve_common.payloads import ScrapeParams, TrainRequest, api_scrape_request
+from sleeve_common.training_progress import eta_now, read_progress
 from sleeve_inference.deps import ApiKey, RuntimeDep
 from sleeve_inference.errors import ApiError, error_responses
-from sleeve_inference.schemas import JobAccepted, JobView, ScrapeJobView, ScrapeRunView
+from sleeve_inference.schemas import (
+    JobAccepted,
+    JobView,
+    ScrapeJobView,
+    ScrapeRunView,
+    TrainingJobView,
+    TrainingRunView,
+)
 
 __all__ = ["router"]
 
@@ -100,6 +117,39 @@ def _run_view(run: ScrapeRun, heartbeat_s: float, now: datetime) -> ScrapeRunVie
         errors_by_kind=run.errors_by_kind,
         # The rate is sampled with the heartbeat: it is current only while the run beats.
         request_rate=run.request_rate if status is ScrapeRunStatus.RUNNING else 0.0,
+        error=run.error,
+        started_at=run.started_at,
+        heartbeat_at=run.heartbeat_at,
+        finished_at=run.finished_at,
+    )
+
+
+async def _training_view(runtime: RuntimeDep, job: Job) -> TrainingJobView:
+    """The job with the training runs its attempts started (the latest one as ``run``)."""
+    async with runtime.db.session() as session:
+        runs = list(
+            (
+                await session.execute(
+                    select(TrainingRun).where(TrainingRun.job_id == job.id).order_by(TrainingRun.id)
+                )
+            ).scalars()
+        )
+    heartbeat_s, now = runtime.settings.train_heartbeat_s, utcnow()
+    views = [_training_run_view(run, heartbeat_s, now) for run in runs]
+    return TrainingJobView(
+        **_view(job).model_dump(), run=views[-1] if views else None, earlier_runs=views[:-1]
+    )
+
+
+def _training_run_view(run: TrainingRun, heartbeat_s: float, now: datetime) -> TrainingRunView:
+    status = run.reported_status(heartbeat_s=heartbeat_s, now=now)
+    progress = read_progress(run.progress, run_id=run.id)
+    running = status is TrainingRunStatus.RUNNING
+    return TrainingRunView(
+        id=run.id,
+        status=status.value,
+        progress=progress,
+        eta_s=eta_now(progress, now) if running and progress is not None else None,
         error=run.error,
         started_at=run.started_at,
         heartbeat_at=run.heartbeat_at,
@@ -214,10 +264,16 @@ async def training_run_create(
 
 @router.get(
     "/v1/training-runs/{job_id}",
-    response_model=JobView,
+    response_model=TrainingJobView,
     name="training_run_get",
     responses=_GET_ERRORS,
 )
-async def training_run_get(job_id: JobId, runtime: RuntimeDep) -> JobView:
-    """Status, progress and outcome of a queued training run."""
-    return _view(await _get(runtime, "train", job_id))
+async def training_run_get(job_id: JobId, runtime: RuntimeDep) -> TrainingJobView:
+    """Status, progress and outcome of a queued training run, with its run's progress: the
+    phase (covers, trunk activations, head, fine-tune, export, evaluation…), the epoch of
+    the head or fine-tune phase, the last epoch's loss and accuracy (training and
+    validation), the covers done, the fraction of the run done and the time left (`eta_s`),
+    written about once a second. A run whose worker died reads `interrupted` once its
+    heartbeat is stale; the job's next attempt starts a new run, the earlier ones are
+    listed in `earlier_runs`."""
+    return await _training_view(runtime, await _get(runtime, "train", job_id))
