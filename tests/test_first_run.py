@@ -251,7 +251,8 @@ def test_the_itunes_default_against_a_local_itunes_stopped_and_started_again(
         stacks.append(first)
         _until(
             150,
-            lambda: (f := first.first_model()) and "embedding covers" in (f["detail"] or ""),
+            # Any phase of the training run: mid-training, the stop must requeue it.
+            lambda: (f := first.first_model()) and "training run" in (f["detail"] or ""),
             "the bootstrap to train on the iTunes covers",
         )
         stopping = time.monotonic()
